@@ -1,0 +1,686 @@
+"""The generation API of the interface document: :func:`generate_video`, :func:`generate_multi_view`,
+:func:`reconstruct_3d` and :class:`WorldStereoPipeline`.
+
+Data flow of one video (reference-implementation.md §4): condition image -> depth -> global point
+cloud (:class:`~worldstereo.memory.GlobalGeometricMemory`) rendered along the trajectory (render
+video + hole mask, frame 0 = the condition image) -> keyframe VAE latents; Plücker rays of the
+trajectory; for the memory variants, reference views retrieved from the
+:class:`~worldstereo.memory.SpatialStereoMemory` by frustum overlap; text / CLIP / first-frame
+latent conditioning -> sampler (UniPC + classifier-free guidance, or the few-step DMD schedule) ->
+keyframe VAE decode -> frames -> memory update.
+
+Conventions: cameras are world-to-camera OpenCV 4x4 with pixel intrinsics; frame 0 of every
+trajectory is the condition view; images in [0, 1]; hole masks 1 = hole.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .camera import CameraTrajectory, camera_qt_tokens, plucker_embedding
+from .pipeline_validation import (
+    RECONSTRUCTION_METHODS,
+    validate_generation_args,
+)
+
+__all__ = [
+    "SceneMemory",
+    "GenerationRecord",
+    "generate_video",
+    "generate_multi_view",
+    "reconstruct_3d",
+    "WorldStereoPipeline",
+]
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Union[str, Path, Image.Image, Tensor]
+VideoOutput = Union[Tensor, np.ndarray, List[Image.Image]]
+
+#: Horizontal field of view used when neither the trajectory nor the depth estimator gives intrinsics.
+DEFAULT_FOV_DEG = 60.0
+#: Grey of uncovered pixels in the render video (the reference renders holes as 0 in [-1, 1]).
+HOLE_GREY = 0.5
+
+
+@dataclass
+class SceneMemory:
+    """Both memories of one scene, shared by the videos generated from one condition image.
+
+    Attributes:
+        geometric: the global point cloud (GGM), or None when geometric memory is not used.
+        spatial: the bank of frames with cameras (SSM), or None for the camera variant.
+        history: one :class:`GenerationRecord` per generated video, in order.
+    """
+
+    geometric: Any = None
+    spatial: Any = None
+    history: List["GenerationRecord"] = field(default_factory=list)
+
+
+@dataclass
+class GenerationRecord:
+    """What one :func:`generate_video` call ran (also written as the CLI's JSON summary).
+
+    Attributes:
+        variant: model type; steps: denoising steps; transformer_calls: forward passes;
+        guidance_scale: CFG scale used (1.0 = none); seed: the seed used;
+        num_references: reference views given to the model (memory variants);
+        ref_index: their RoPE slots; reference_names: their bank names;
+        render_video / render_mask: the ControlNet inputs, (F,3,H,W) in [0,1] and (F,1,H,W);
+        timings: seconds per stage.
+    """
+
+    variant: str
+    steps: int
+    transformer_calls: int
+    guidance_scale: float
+    seed: int
+    num_references: int = 0
+    ref_index: List[int] = field(default_factory=list)
+    reference_names: List[str] = field(default_factory=list)
+    render_video: Optional[Tensor] = None
+    render_mask: Optional[Tensor] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> Dict[str, Any]:
+        """JSON-serialisable summary (no tensors)."""
+        return {
+            "variant": self.variant,
+            "steps": self.steps,
+            "transformer_calls": self.transformer_calls,
+            "guidance_scale": self.guidance_scale,
+            "seed": self.seed,
+            "num_references": self.num_references,
+            "ref_index": list(self.ref_index),
+            "reference_names": list(self.reference_names),
+            "timings": dict(self.timings),
+        }
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _load_condition_image(condition_image: Any) -> Tensor:
+    from .io.image import load_image
+
+    return load_image(condition_image, name="condition_image")
+
+
+def _is_panorama(image: Tensor) -> bool:
+    h, w = image.shape[-2:]
+    return w == 2 * h
+
+
+def _resolve_depth_estimator(model: Any, depth_estimator: Any) -> Any:
+    """The depth source: the argument, else ``model.depth_estimator``, else the default model id."""
+    from .depth import get_depth_estimator
+
+    source = depth_estimator if depth_estimator is not None else getattr(model, "depth_estimator", None)
+    if source is None:
+        from .depth.transformers_backend import DEFAULT_DEPTH_MODEL
+
+        logger.info("depth: using the default depth model %s", DEFAULT_DEPTH_MODEL)
+        source = DEFAULT_DEPTH_MODEL
+    return get_depth_estimator(source)
+
+
+def _new_scene_memory(model: Any, use_geometric: bool, use_spatial: bool) -> SceneMemory:
+    from .memory import GlobalGeometricMemory, SpatialStereoMemory
+
+    geometric = GlobalGeometricMemory(**model.global_memory_config) if use_geometric else None
+    spatial = SpatialStereoMemory(**model.spatial_memory_config) if (use_spatial and model.is_memory) else None
+    return SceneMemory(geometric=geometric, spatial=spatial)
+
+
+def _trajectory_at_size(trajectory: CameraTrajectory, height: int, width: int, depth_K: Optional[Tensor],
+                        depth_size: Optional[Tuple[int, int]]) -> CameraTrajectory:
+    """The trajectory with intrinsics at ``(height, width)``."""
+    if trajectory.has_intrinsics:
+        return trajectory.resized(height, width)
+    if depth_K is not None and depth_size is not None:
+        from .io.image import rescale_intrinsics
+
+        K = rescale_intrinsics(depth_K.double(), depth_size, (height, width))
+        logger.info("camera_trajectory: no intrinsics; using the depth estimator's (fx=%.1f px)", float(K[0, 0]))
+        return trajectory.with_intrinsics(K, height=height, width=width)
+    logger.info("camera_trajectory: no intrinsics; using a %.0f deg horizontal field of view", DEFAULT_FOV_DEG)
+    return trajectory.with_intrinsics(height=height, width=width, fov_deg=DEFAULT_FOV_DEG)
+
+
+def _format_output(frames: Tensor, output_format: str) -> VideoOutput:
+    """frames (T,3,H,W) float32 [0,1] -> the requested format."""
+    if output_format in ("tensor", "video"):
+        return frames
+    if output_format == "numpy":
+        return frames.permute(0, 2, 3, 1).contiguous().numpy()
+    arr = (frames.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a, mode="RGB") for a in arr]
+
+
+def _to_model_space(x: Tensor) -> Tensor:
+    """[0,1] -> [-1,1]."""
+    return x * 2.0 - 1.0
+
+
+# ----------------------------------------------------------------------------- generate_video
+
+
+def generate_video(
+    model: Any,
+    condition_image: ImageInput,
+    camera_trajectory: CameraTrajectory,
+    num_frames: int = 16,
+    height: int = 512,
+    width: int = 512,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    point_cloud: Optional[Any] = None,
+    use_geometric_memory: bool = True,
+    use_spatial_memory: bool = True,
+    seed: Optional[int] = None,
+    output_format: str = "tensor",
+    save_path: Optional[str] = None,
+    progress_callback: Optional[Callable[[int, int, Tensor], None]] = None,
+    *,
+    prompt: str = "",
+    negative_prompt: Optional[str] = None,
+    panorama: Optional[bool] = None,
+    depth_estimator: Any = None,
+    memory: Optional[SceneMemory] = None,
+) -> VideoOutput:
+    """Generate a multi-view-consistent video along ``camera_trajectory`` from one image.
+
+    Args:
+        model: a :class:`~worldstereo.WorldStereo` (any of the three variants).
+        condition_image: path, PIL image, or tensor (C,H,W) / (1,C,H,W) in [0,1]; frame 0 of the
+            video. Resized to ``(height, width)`` (the trajectory's K is rescaled accordingly).
+        camera_trajectory: ``num_frames`` cameras (world-to-camera OpenCV); frame 0 is the
+            condition view. Without intrinsics, K comes from the depth estimator when it predicts
+            one, else from a 60° horizontal field of view (logged).
+        num_frames: number of frames; must equal ``len(camera_trajectory)``. Every frame is one
+            keyframe latent (keyframe VAE).
+        height, width: output size in pixels, multiples of 16.
+        num_inference_steps: UniPC steps (camera / memory variants). The distilled variant uses
+            its fixed ``dmd_steps`` schedule (a different value logs a warning).
+        guidance_scale: classifier-free guidance scale (only the text embedding changes in the
+            unconditional pass). Ignored by the distilled variant.
+        point_cloud: optional initial geometric memory, (N,3) or (N,6) xyz+rgb (rgb in [0,1],
+            uint8 rescaled) or a :class:`~worldstereo.geometry.PointCloud`, in the trajectory's
+            world frame; replaces the depth estimate of the condition image.
+        use_geometric_memory: False -> the ControlNet gets an empty render and an all-hole mask
+            (camera rays still guide).
+        use_spatial_memory: False -> no retrieved references: the memory variants use only the
+            condition view as reference (single-view inference of the reference).
+        seed: random seed (same seed, device and dtype -> identical output); None -> a fresh
+            seed, logged.
+        output_format: ``"tensor"`` (float32 (T,C,H,W) in [0,1]), ``"numpy"`` (float32
+            (T,H,W,C)), ``"pil"`` (list of RGB images) or ``"video"`` (writes ``save_path``,
+            returns the tensor).
+        save_path: ``.mp4`` path; written atomically whatever the format.
+        progress_callback: ``callback(step, total_steps, latent)`` after every denoising step.
+        prompt, negative_prompt: text conditioning (default negative prompt: the model config's).
+        panorama: treat the condition image as a 2:1 equirectangular panorama (default: auto).
+        depth_estimator: depth source for the condition image and memory updates (a
+            :class:`~worldstereo.depth.DepthEstimator`, a model id / folder, a depth map or file);
+            default ``model.depth_estimator`` or Depth Anything V2 Small.
+        memory: a :class:`SceneMemory` to read and update (shared across videos by
+            :func:`generate_multi_view`); default: a fresh one built from the condition image.
+
+    Returns:
+        The video in ``output_format``.
+
+    Raises:
+        TypeError / ValueError: bad arguments (before any model work).
+    """
+    validate_generation_args(
+        camera_trajectory=camera_trajectory, num_frames=num_frames, height=height, width=width,
+        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, point_cloud=point_cloud,
+        use_geometric_memory=use_geometric_memory, use_spatial_memory=use_spatial_memory, seed=seed,
+        output_format=output_format, save_path=save_path, progress_callback=progress_callback,
+        prompt=prompt, negative_prompt=negative_prompt,
+    )
+    _check_model(model)
+    if memory is not None and not isinstance(memory, SceneMemory):
+        raise TypeError(f"memory: expected a SceneMemory or None, got {type(memory).__name__}")
+    image_full = _load_condition_image(condition_image)
+    if panorama is None:
+        panorama = _is_panorama(image_full)
+    elif not isinstance(panorama, bool):
+        raise TypeError(f"panorama: expected a bool or None, got {panorama!r}")
+    if panorama and image_full.shape[-1] != 2 * image_full.shape[-2]:
+        raise ValueError(f"condition_image: panorama=True needs a 2:1 equirectangular image, got "
+                         f"{image_full.shape[-1]}x{image_full.shape[-2]}")
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        logger.info("seed: none given, using %d", seed)
+
+    timings: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    from .io.image import resize_image
+
+    pano = image_full if panorama else None
+    if pano is None:
+        image = resize_image(image_full, height, width).clamp(0, 1)
+
+    # -- memories and geometry -------------------------------------------------------------
+    if memory is None:
+        memory = _new_scene_memory(model, use_geometric_memory, use_spatial_memory)
+    elif memory.spatial is None and use_spatial_memory and model.is_memory:
+        from .memory import SpatialStereoMemory
+
+        memory.spatial = SpatialStereoMemory(**model.spatial_memory_config)
+    need_depth = use_geometric_memory and (memory.geometric is None or memory.geometric.is_empty) and point_cloud is None
+    needs_estimator_later = use_geometric_memory and getattr(memory.geometric, "update_frequency", "never") == "auto"
+    estimator = None
+    depth_pred = None
+    if need_depth or needs_estimator_later:
+        estimator = _resolve_depth_estimator(model, depth_estimator)
+    if need_depth:
+        depth_pred = estimator(image_full)
+    with_K = depth_pred is not None and pano is None
+    trajectory = _trajectory_at_size(
+        camera_trajectory, height, width,
+        depth_pred.K if with_K else None,
+        (depth_pred.height, depth_pred.width) if with_K else None,
+    )
+    w2c = trajectory.w2c.float()
+    K = trajectory.K.float()
+    if pano is not None:
+        from .geometry.panorama import equirect_to_perspective
+
+        # the condition view is the panorama seen through trajectory frame 0 (shared centre)
+        image = equirect_to_perspective(pano, w2c[0], K[0], height, width).clamp(0, 1)
+    if use_geometric_memory:
+        if memory.geometric is None:
+            from .memory import GlobalGeometricMemory
+
+            memory.geometric = GlobalGeometricMemory(**model.global_memory_config)
+        if point_cloud is not None:
+            memory.geometric.from_point_cloud(_as_point_cloud(point_cloud), condition_image=image)
+        elif memory.geometric.is_empty and pano is not None:
+            from .geometry.panorama import lift_equirect_depth
+
+            cloud = lift_equirect_depth(depth_pred.depth.float(), pano, valid_mask=depth_pred.valid_mask)
+            memory.geometric.from_point_cloud(cloud, condition_image=image)
+        elif memory.geometric.is_empty:
+            from .io.image import resize_image as _resize
+
+            depth = _resize(depth_pred.depth[None].float(), height, width, mode="nearest")[0]
+            valid = _resize(depth_pred.valid_mask[None].float(), height, width, mode="nearest")[0] > 0.5
+            memory.geometric.initialize(image, depth * valid, K[0], w2c[0], valid_mask=valid)
+        render = memory.geometric.render(w2c, K, height, width, condition_image=image)
+        hole_mask = render.hole_mask.float().clamp(0, 1)
+        render_video = torch.where(hole_mask > 0.5, torch.full_like(render.video, HOLE_GREY), render.video)
+        render_video[0] = image
+        hole_mask[0] = 0.0
+    else:
+        render_video = torch.full((num_frames, 3, height, width), HOLE_GREY)
+        hole_mask = torch.ones(num_frames, 1, height, width)
+    timings["geometry"] = time.perf_counter() - t0
+
+    # -- references (memory variants) ------------------------------------------------------
+    references = None
+    if model.is_memory:
+        if memory.spatial is not None and use_spatial_memory:
+            if len(memory.spatial) == 0:
+                memory.spatial.add(image[None], w2c[:1], K[:1], names=["condition"], pin=True)
+                if pano is not None:
+                    _add_pano_bank(memory.spatial, pano, height, width)
+            references = memory.spatial.retrieve(w2c, K, height, width)
+            ref_images, ref_w2c, ref_index = references.images, references.w2c, references.ref_index
+            ref_names = list(references.names)
+        else:
+            ref_images, ref_w2c = image[None], w2c[:1]
+            ref_index = torch.zeros(1, dtype=torch.long)
+            ref_names = ["condition"]
+    t1 = time.perf_counter()
+
+    # -- conditioning ----------------------------------------------------------------------
+    device, dtype = model.device, model.dtype
+    with torch.no_grad():
+        cond_image = _to_model_space(image)[None].to(device)
+        condition = model.prepare_image_condition(cond_image, num_frames).float()
+        image_embeds = model.encode_image(image[None].to(device))
+        prompt_embeds = model.encode_prompt(prompt)
+        distilled = model.is_distilled
+        use_cfg = (not distilled) and guidance_scale > 1.0
+        negative_embeds = None
+        if use_cfg:
+            neg = negative_prompt if negative_prompt is not None else (model.config.negative_prompt or "")
+            negative_embeds = model.encode_prompt(neg)
+        render_latent = model.encode_video(_to_model_space(render_video).permute(1, 0, 2, 3)[None].to(device))
+        model_kwargs: Dict[str, Any] = {
+            "encoder_hidden_states_image": image_embeds.to(dtype),
+            "render_latent": render_latent.to(dtype),
+            "render_mask": hole_mask.permute(1, 0, 2, 3)[None].to(device, dtype),
+            "camera_embedding": plucker_embedding(K, w2c, height, width).to(device, dtype),
+        }
+        if model.is_memory:
+            z_ref = model.encode_video(_to_model_space(ref_images).permute(1, 0, 2, 3)[None].to(device))
+            from .models.conditioning import prepare_reference_latent
+
+            qt, qt_ref = camera_qt_tokens(w2c, ref_w2c)
+            model_kwargs.update(
+                reference_latent=prepare_reference_latent(z_ref).to(dtype),
+                ref_index=ref_index.to(device),
+                camera_qt=qt.to(device, dtype),
+                camera_qt_ref=qt_ref.to(device, dtype),
+            )
+    timings["conditioning"] = time.perf_counter() - t1
+
+    # -- sampling --------------------------------------------------------------------------
+    t2 = time.perf_counter()
+    from .sampling import denoise
+
+    scheduler = model.make_scheduler()
+    latent_shape = (1, condition.shape[1] - 4, num_frames, condition.shape[-2], condition.shape[-1])
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32).to(device)
+    if distilled:
+        steps = None
+        if num_inference_steps != 50 or guidance_scale != 7.5:
+            logger.warning("num_inference_steps / guidance_scale: ignored by the distilled variant %s "
+                           "(fixed %d-step schedule, no guidance)", model.variant, model.config.dmd_steps)
+    else:
+        steps = num_inference_steps
+    calls = _CallCounter(model.transformer)
+    with torch.no_grad():
+        latents = denoise(
+            calls, latents, condition.to(device), scheduler=scheduler, prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds, guidance_scale=float(guidance_scale) if use_cfg else 1.0,
+            num_inference_steps=steps, model_kwargs=model_kwargs, progress_callback=progress_callback,
+        )
+        timings["sampling"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        video = model.decode_latents(latents.to(dtype))
+    frames = ((video[0].permute(1, 0, 2, 3).float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0).contiguous()
+    timings["decode"] = time.perf_counter() - t3
+
+    # -- memory update -----------------------------------------------------------------------
+    t4 = time.perf_counter()
+    if memory.spatial is not None and use_spatial_memory:
+        memory.spatial.update_from_clip(frames, w2c, K)
+    if memory.geometric is not None and use_geometric_memory:
+        memory.geometric.maybe_update(frames, w2c, K, depth_estimator=estimator)
+    timings["memory_update"] = time.perf_counter() - t4
+
+    record = GenerationRecord(
+        variant=model.variant,
+        steps=len(getattr(scheduler, "timesteps", [])) or (steps or 0),
+        transformer_calls=calls.count,
+        guidance_scale=float(guidance_scale) if use_cfg else 1.0,
+        seed=int(seed),
+        render_video=render_video,
+        render_mask=hole_mask,
+        timings=timings,
+    )
+    if model.is_memory:
+        record.num_references = int(ref_index.numel())
+        record.ref_index = [int(i) for i in ref_index]
+        record.reference_names = ref_names
+    memory.history.append(record)
+
+    if save_path is not None:
+        from .io.video import write_video
+
+        write_video(save_path, frames, fps=16)
+    return _format_output(frames, output_format)
+
+
+class _CallCounter:
+    """Wraps the transformer to count forward passes (reported in :class:`GenerationRecord`)."""
+
+    def __init__(self, transformer: Any) -> None:
+        self.transformer = transformer
+        self.count = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.count += 1
+        return self.transformer(*args, **kwargs)
+
+    def parameters(self):  # noqa: D401 - delegation used by the sampler's dtype lookup
+        return self.transformer.parameters()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(self.transformer, "dtype", next(self.transformer.parameters()).dtype)
+
+
+#: (yaw, pitch) in degrees of the perspective crops that seed the frame bank of a panorama
+#: (the reference's ``pano_bank``: views around the horizon plus views up and down).
+PANO_BANK_VIEWS: Tuple[Tuple[float, float], ...] = tuple(
+    [(float(y), 0.0) for y in range(0, 360, 45)]
+    + [(float(y), p) for y in range(0, 360, 90) for p in (35.0, -35.0)]
+)
+#: Horizontal field of view of the panorama bank crops.
+PANO_BANK_FOV_DEG = 90.0
+
+
+def _add_pano_bank(spatial: Any, pano: Tensor, height: int, width: int) -> None:
+    """Add perspective crops of an equirectangular ``pano`` (3,Hp,Wp) with their cameras
+    (panorama centre at the world origin, w2c of the panorama = identity) to the bank."""
+    from .geometry.panorama import perspective_from_equirect
+
+    images, w2cs, Ks = [], [], []
+    for yaw, pitch in PANO_BANK_VIEWS:
+        img, K, w2c = perspective_from_equirect(pano, yaw, pitch, PANO_BANK_FOV_DEG, height, width)
+        images.append(img.clamp(0, 1))
+        w2cs.append(w2c)
+        Ks.append(K)
+    names = [f"pano_bank/{i:04d}" for i in range(len(images))]
+    spatial.add(torch.stack(images), torch.stack(w2cs), torch.stack(Ks), names=names)
+
+
+def _as_point_cloud(point_cloud: Any) -> Any:
+    from .geometry import PointCloud
+
+    if isinstance(point_cloud, PointCloud):
+        return point_cloud
+    return PointCloud.from_tensor(torch.as_tensor(point_cloud))
+
+
+def _check_model(model: Any) -> None:
+    required = ("transformer", "vae", "encode_prompt", "encode_image", "make_scheduler", "is_memory")
+    missing = [name for name in required if not hasattr(model, name)]
+    if missing:
+        raise TypeError(f"model: expected a WorldStereo model, got {type(model).__name__} (missing {missing})")
+
+
+# ----------------------------------------------------------------------------- multi-view / 3D
+
+
+def generate_multi_view(
+    model: Any,
+    condition_image: ImageInput,
+    trajectories: Sequence[CameraTrajectory],
+    shared_memory: bool = True,
+    **generation_kwargs: Any,
+) -> List[VideoOutput]:
+    """Generate one video per trajectory from the same condition image.
+
+    With ``shared_memory=True`` the trajectories run in order against one :class:`SceneMemory`:
+    each later video is generated with the point cloud and frame bank updated by the earlier
+    ones. With ``False`` every trajectory starts from the condition image alone.
+
+    Args:
+        trajectories: non-empty list of trajectories (all start at the condition view).
+        **generation_kwargs: passed to :func:`generate_video` (``save_path`` may be a list with one
+            path per trajectory; ``memory`` may pass an existing :class:`SceneMemory`).
+
+    Returns:
+        The videos, one per trajectory, in ``output_format``.
+    """
+    if isinstance(trajectories, CameraTrajectory) or not isinstance(trajectories, Sequence) or not trajectories:
+        raise ValueError("trajectories: expected a non-empty list of CameraTrajectory")
+    for i, t in enumerate(trajectories):
+        if not isinstance(t, CameraTrajectory):
+            raise TypeError(f"trajectories[{i}]: expected a CameraTrajectory, got {type(t).__name__}")
+    if not isinstance(shared_memory, bool):
+        raise TypeError(f"shared_memory: expected a bool, got {shared_memory!r}")
+    save_paths = generation_kwargs.pop("save_path", None)
+    if isinstance(save_paths, (list, tuple)):
+        if len(save_paths) != len(trajectories):
+            raise ValueError(f"save_path: expected {len(trajectories)} paths (one per trajectory), got {len(save_paths)}")
+    elif save_paths is not None:
+        base = Path(save_paths)
+        save_paths = [str(base.with_name(f"{base.stem}_{i:02d}{base.suffix}")) for i in range(len(trajectories))]
+    memory = generation_kwargs.pop("memory", None)
+    if "num_frames" in generation_kwargs:
+        nf = generation_kwargs.pop("num_frames")
+    else:
+        nf = None
+    # validate every trajectory before generating anything
+    for i, traj in enumerate(trajectories):
+        n = nf if nf is not None else len(traj)
+        if n != len(traj):
+            raise ValueError(f"trajectories[{i}]: has {len(traj)} frames but num_frames={n}")
+    image = _load_condition_image(condition_image)
+    videos: List[VideoOutput] = []
+    for i, traj in enumerate(trajectories):
+        mem = memory if shared_memory else None
+        kwargs = dict(generation_kwargs)
+        if save_paths is not None:
+            kwargs["save_path"] = save_paths[i]
+        if shared_memory and memory is None:
+            memory = _new_scene_memory(
+                model, kwargs.get("use_geometric_memory", True), kwargs.get("use_spatial_memory", True)
+            )
+            mem = memory
+        videos.append(generate_video(model, image, traj, num_frames=len(traj), memory=mem, **kwargs))
+    return videos
+
+
+def reconstruct_3d(
+    model: Any,
+    condition_image: ImageInput,
+    camera_trajectory: CameraTrajectory,
+    reconstruction_method: str = "point_cloud",
+    num_frames: int = 16,
+    **generation_kwargs: Any,
+) -> Tuple[Union[Tensor, np.ndarray], Dict[str, Any]]:
+    """Generate a video along ``camera_trajectory`` and reconstruct the scene from it.
+
+    Returns:
+        ``(video, reconstruction)`` with ``reconstruction`` holding ``points`` (N,3), ``colors``
+        (N,3) in [0,1], ``normals`` (N,3), ``cameras`` (the trajectory at the video size),
+        ``quality_metrics`` (masked re-projection PSNR between frames, point count), and
+        ``mesh`` (``trimesh.Trimesh``) for ``"mesh"`` / ``field`` for ``"neural_field"``.
+    """
+    if reconstruction_method not in RECONSTRUCTION_METHODS:
+        raise ValueError(
+            f"reconstruction_method: expected one of {list(RECONSTRUCTION_METHODS)}, got {reconstruction_method!r}"
+        )
+    output_format = generation_kwargs.pop("output_format", "tensor")
+    if output_format not in ("tensor", "numpy", "video"):
+        raise ValueError(f"output_format: reconstruct_3d returns a tensor or an array; expected 'tensor', "
+                         f"'numpy' or 'video', got {output_format!r}")
+    memory = generation_kwargs.pop("memory", None) or SceneMemory()
+    depth_estimator = generation_kwargs.get("depth_estimator")
+    frames = generate_video(
+        model, condition_image, camera_trajectory, num_frames=num_frames, output_format="tensor",
+        memory=memory, **generation_kwargs,
+    )
+    height, width = frames.shape[-2:]
+    trajectory = camera_trajectory
+    if not trajectory.has_intrinsics:
+        trajectory = trajectory.with_intrinsics(height=height, width=width, fov_deg=DEFAULT_FOV_DEG)
+    trajectory = trajectory.resized(int(height), int(width))
+    from .reconstruction import reconstruct
+
+    estimator = _resolve_depth_estimator(model, depth_estimator)
+    reference_points = memory.geometric.points if memory.geometric is not None and not memory.geometric.is_empty else None
+    result = reconstruct(frames, trajectory, method=reconstruction_method, depth=estimator,
+                         reference_points=reference_points)
+    rec = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+    rec.setdefault("cameras", trajectory)
+    video: Union[Tensor, np.ndarray] = frames if output_format != "numpy" else frames.permute(0, 2, 3, 1).numpy()
+    return video, rec
+
+
+# ----------------------------------------------------------------------------- pipeline class
+
+
+class WorldStereoPipeline:
+    """A loaded model plus device settings, with the functional API as methods.
+
+    Args:
+        model_path: a folder (reference layout, one variant sub-folder, or our ``save_pretrained``
+            folder) or a Hugging Face id.
+        device: ``"cuda"`` (default), ``"cpu"``, ... Asking for CUDA where there is none raises a
+            ``RuntimeError`` that suggests ``device="cpu"``.
+        torch_dtype: weight dtype; float16 on CPU falls back to float32 with a warning.
+        enable_xformers: use xFormers attention when installed (else PyTorch SDPA, one warning).
+        enable_cpu_offload: keep components on the CPU and move each to the accelerator only for
+            its own forward (a warning and no-op on a CPU device).
+        variant: which sub-folder of a reference checkpoint root to load (default
+            ``worldstereo-memory``).
+        **from_pretrained_kwargs: passed to :meth:`WorldStereo.from_pretrained`.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        device: str = "cuda",
+        torch_dtype: torch.dtype = torch.float16,
+        enable_xformers: bool = True,
+        enable_cpu_offload: bool = False,
+        *,
+        variant: Optional[str] = None,
+        **from_pretrained_kwargs: Any,
+    ) -> None:
+        if not isinstance(model_path, (str, Path)):
+            raise TypeError(f"model_path: expected a str or Path, got {type(model_path).__name__}")
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device: not a valid torch device: {device!r}") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError('device: CUDA was requested but is not available on this machine; pass device="cpu"')
+        if torch_dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ValueError(f"torch_dtype: expected torch.float16, torch.bfloat16 or torch.float32, got {torch_dtype}")
+        if dev.type == "cpu" and torch_dtype == torch.float16:
+            logger.warning("torch_dtype: float16 is not supported for CPU inference; using float32")
+            torch_dtype = torch.float32
+        from .models import WorldStereo
+
+        self.model = WorldStereo.from_pretrained(model_path, variant, torch_dtype=torch_dtype, **from_pretrained_kwargs)
+        self.device = dev
+        self.torch_dtype = torch_dtype
+        from . import optimization
+
+        if enable_xformers:
+            optimization.enable_xformers_memory_efficient_attention(self.model)
+        if enable_cpu_offload:
+            if dev.type == "cpu":
+                logger.warning("enable_cpu_offload: ignored on a CPU device")
+                self.model.to(dev)
+            else:
+                optimization.enable_model_cpu_offload(self.model, device=dev)
+        else:
+            self.model.to(dev)
+        self.memory: Optional[SceneMemory] = None
+
+    def generate_video(self, condition_image: ImageInput, camera_trajectory: CameraTrajectory, **kwargs: Any) -> VideoOutput:
+        """:func:`generate_video` with this pipeline's model."""
+        return generate_video(self.model, condition_image, camera_trajectory, **kwargs)
+
+    def generate_multi_view(self, condition_image: ImageInput, trajectories: Sequence[CameraTrajectory],
+                            shared_memory: bool = True, **kwargs: Any) -> List[VideoOutput]:
+        """:func:`generate_multi_view` with this pipeline's model."""
+        return generate_multi_view(self.model, condition_image, trajectories, shared_memory, **kwargs)
+
+    def reconstruct_3d(self, condition_image: ImageInput, camera_trajectory: CameraTrajectory,
+                       reconstruction_method: str = "point_cloud", num_frames: int = 16,
+                       **kwargs: Any) -> Tuple[Union[Tensor, np.ndarray], Dict[str, Any]]:
+        """:func:`reconstruct_3d` with this pipeline's model."""
+        return reconstruct_3d(self.model, condition_image, camera_trajectory, reconstruction_method, num_frames, **kwargs)
