@@ -42,6 +42,11 @@ def atomic_write(path: str | os.PathLike[str], *, suffix: str | None = None) -> 
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            # mkstemp creates 0600 files; give the result the usual permissions (umask applied)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):

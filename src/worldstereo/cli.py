@@ -1,0 +1,109 @@
+"""The ``worldstereo`` command line.
+
+Sub-commands live in :mod:`worldstereo.commands`; each module in :data:`COMMAND_MODULES` exposes
+``register(subparsers)`` and sets ``func=run`` on its parser. Exit status: 0 on success, 2 for bad
+input (argument errors, missing or invalid files, unknown presets — the message names the option),
+1 for other failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from worldstereo import __version__
+
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+
+logger = logging.getLogger("worldstereo")
+
+#: sub-command modules under ``worldstereo.commands``, in ``--help`` order
+COMMAND_MODULES: tuple[str, ...] = ("render", "demo")
+
+#: exceptions reported as bad input (exit status 2) without a traceback
+_BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command of :data:`COMMAND_MODULES` registered."""
+    parser = argparse.ArgumentParser(
+        prog="worldstereo",
+        description="WorldStereo: camera-guided multi-view-consistent video generation and 3D reconstruction.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"worldstereo.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    root = logging.getLogger("worldstereo")
+    # replace handlers installed by an earlier main() call in the same process (tests)
+    for h in list(root.handlers):
+        if getattr(h, "_worldstereo_cli", False):
+            root.removeHandler(h)
+    handler._worldstereo_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # --help, --version, argument errors (argparse prints the message)
+        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    _configure_logging(args.verbose, args.quiet)
+    if args.threads is not None and args.threads < 1:
+        logger.error("error: --threads: expected a positive integer, got %s", args.threads)
+        return 2
+    previous_threads = None
+    if args.threads is not None:
+        import torch
+
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    except _BAD_INPUT as exc:
+        if args.verbose:
+            logger.exception("error")
+        else:
+            logger.error("error: %s", exc)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI reports every failure with a message
+        if args.verbose:
+            logger.exception("failed")
+        else:
+            logger.error("failed: %s: %s (run with -v for the traceback)", type(exc).__name__, exc)
+        return 1
+    finally:
+        if previous_threads is not None:  # main() may run inside a larger process (tests, notebooks)
+            import torch
+
+            torch.set_num_threads(previous_threads)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""``worldstereo render``: point-cloud render + hole mask of one image along a camera trajectory.
+
+Writes exactly the inputs the reference pipelines read, into ``--out``:
+
+* ``image.png`` — the condition image at the working size (the size ``camera.json``'s K refers to);
+* ``render.mp4`` — the point cloud rendered along the trajectory (H.264, 16 fps); frame 0 is the
+  condition image, holes are mid-grey (the reference's background);
+* ``render_mask.mp4`` — hole mask, white = hole (not covered by the point cloud), frame 0 black;
+* ``camera.json`` — the trajectory in the reference format (``extrinsic`` w2c OpenCV, ``intrinsic``
+  in pixels of ``image.png``, ``width``, ``height``);
+* ``points.ply`` — the lifted point cloud (world = frame-0 camera when the trajectory starts at
+  the identity);
+* ``depth.npy`` — the z-depth of the condition view used for lifting (0 = invalid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from worldstereo.commands import UsageError, parse_key_values, positive_float, positive_int
+
+__all__ = [
+    "register",
+    "run",
+    "RenderResult",
+    "load_trajectory_file",
+    "resolve_trajectory",
+    "preset_trajectory",
+    "write_render_inputs",
+]
+
+if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
+    from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+#: grey used for hole pixels in render.mp4 (the reference renders with background 0 in [-1, 1])
+HOLE_GREY = 0.5
+#: frames rendered per call (progress granularity)
+RENDER_CHUNK = 4
+
+
+@dataclass
+class RenderResult:
+    """What :func:`write_render_inputs` wrote and measured."""
+
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    num_points: int = 0
+    coverage: list[float] = field(default_factory=list)  # fraction of non-hole pixels per frame
+    render: Tensor | None = None  # (F,3,H,W) [0,1] as written (frame 0 = condition image, holes grey)
+    hole_mask: Tensor | None = None  # (F,1,H,W) {0,1}, 1 = hole
+
+
+# --------------------------------------------------------------------------------- trajectories
+def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = None) -> Any:
+    """Read a trajectory file, choosing the reader from the extension and content.
+
+    * ``.npz``: :meth:`CameraTrajectory.from_npz`;
+    * ``.txt``: RealEstate10K (normalised intrinsics, converted to pixels of ``image_size``);
+    * ``.json``: our trajectory format (``"format"`` key), a reference ``camera.json``
+      (``"extrinsic"`` key or a bank of views; its K is in pixels of the condition image, as in the
+      reference, so ``image_size`` is used), or a nerfstudio ``transforms.json`` (``"frames"`` key).
+
+    Args:
+        path: the file.
+        image_size: ``(height, width)`` of the original condition image.
+
+    Raises:
+        UsageError: unknown extension or JSON layout.
+    """
+    from worldstereo.camera import CameraTrajectory
+
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return CameraTrajectory.from_npz(path)
+    if suffix == ".txt":
+        if image_size is None:
+            raise UsageError("--trajectory: a RealEstate10K .txt file needs the image size")
+        return CameraTrajectory.from_realestate10k(path, height=image_size[0], width=image_size[1])
+    if suffix == ".json":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--trajectory: cannot parse {str(path)!r} as JSON: {exc}") from exc
+        if isinstance(doc, dict) and "format" in doc:
+            return CameraTrajectory.load(path)
+        if isinstance(doc, dict) and "frames" in doc:
+            return CameraTrajectory.from_transforms_json(doc)
+        if isinstance(doc, dict) and ("extrinsic" in doc or (doc and all(
+                isinstance(v, dict) and "extrinsic" in v for v in doc.values()))):
+            if image_size is not None:
+                return CameraTrajectory.from_reference_json(doc, height=image_size[0], width=image_size[1])
+            return CameraTrajectory.from_reference_json(path)
+        raise UsageError(
+            f"--trajectory: {str(path)!r} is not a known trajectory JSON (expected our format with a 'format' "
+            "key, a reference camera.json with 'extrinsic', or a transforms.json with 'frames')"
+        )
+    raise UsageError(f"--trajectory: unsupported trajectory file extension {suffix!r} (use .json, .npz or .txt)")
+
+
+def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_deg: float,
+                      median_depth: float = 1.0, overrides: dict[str, Any] | None = None) -> Any:
+    """A preset scaled to the scene: focus distances (``depth``, ``focus_depth``, ``subject_depth``)
+    default to the condition view's median depth, and the loop radii of ``eloop``/``spiral`` are
+    multiplied by it (reference: eloop radii = (0.3, 0.4) x median depth). Translation distances keep
+    their preset defaults (scene units). ``overrides`` (e.g. ``{"distance": 0.5}``) win.
+
+    Raises:
+        UsageError: unknown preset or keyword.
+    """
+    from worldstereo.camera import PRESET_NAMES, CameraTrajectory
+
+    if name not in PRESET_NAMES:
+        raise UsageError(f"--trajectory: {name!r} is neither an existing file nor a preset; presets: "
+                         f"{', '.join(PRESET_NAMES)}")
+    fn = getattr(CameraTrajectory, name)
+    params = inspect.signature(fn).parameters
+    kw: dict[str, Any] = {"num_frames": num_frames, "height": height, "width": width, "fov_deg": fov_deg}
+    for key in ("depth", "focus_depth", "subject_depth"):
+        if key in params:
+            kw[key] = median_depth
+    for key in ("radius", "radius_x", "radius_y"):
+        if key in params and params[key].default is not inspect.Parameter.empty:
+            kw[key] = float(params[key].default) * median_depth
+    for key, value in (overrides or {}).items():
+        if key not in params:
+            allowed = sorted(k for k in params if k not in ("num_frames", "height", "width", "fov_deg"))
+            raise UsageError(f"--preset-arg: preset {name!r} has no parameter {key!r}; it accepts {allowed}")
+        kw[key] = value
+    return CameraTrajectory.preset(name, **kw)
+
+
+def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width: int, fov_deg: float | None,
+                       image_size: tuple[int, int], median_depth: float = 1.0, predicted_K: Tensor | None = None,
+                       preset_args: dict[str, Any] | None = None) -> Any:
+    """Trajectory for ``spec`` (existing file or preset name) with ``num_frames`` cameras and K for
+    the ``(height, width)`` image.
+
+    Frame count: a preset is built with ``num_frames`` (default 16); a longer file is subsampled with
+    the reference's ``linspace`` rule (81 -> 21 keeps 0, 4, ..., 80), a shorter one is interpolated.
+    Intrinsics: the file's (rescaled from the condition image's size), else the depth estimator's
+    predicted K when ``fov_deg`` is None, else a ``fov_deg`` (default 60) horizontal field of view.
+    """
+    from worldstereo.camera import trajectory_subsample_linspace
+
+    path = Path(spec)
+    if path.exists():
+        if path.is_dir():
+            raise UsageError(f"--trajectory: {spec!r} is a directory, expected a trajectory file or preset name")
+        if preset_args:
+            raise UsageError("--preset-arg: only applies to preset trajectories, not to files")
+        traj = load_trajectory_file(path, image_size=image_size)
+        n = len(traj)
+        if num_frames is not None and num_frames != n:
+            if num_frames < n:
+                traj = traj[trajectory_subsample_linspace(n, num_frames)]
+            else:
+                traj = traj.resample(num_frames)
+            logger.info("trajectory %s: %d poses -> %d frames", path.name, n, num_frames)
+    else:
+        fov = 60.0 if fov_deg is None else fov_deg
+        traj = preset_trajectory(spec, num_frames or 16, height, width, fov, median_depth, preset_args)
+        if predicted_K is not None and fov_deg is None:
+            logger.info("intrinsics: using the depth estimator's predicted K")
+            return traj.with_intrinsics(predicted_K, height=height, width=width)
+        return traj
+    if traj.has_intrinsics:
+        if (traj.height, traj.width) != (height, width):
+            traj = traj.resized(height, width)
+        return traj
+    if predicted_K is not None and fov_deg is None:
+        logger.info("intrinsics: using the depth estimator's predicted K")
+        return traj.with_intrinsics(predicted_K, height=height, width=width)
+    fov = 60.0 if fov_deg is None else fov_deg
+    logger.info("intrinsics: trajectory has none; using a %.1f deg horizontal field of view", fov)
+    return traj.with_intrinsics(None, height=height, width=width, fov_deg=fov)
+
+
+# --------------------------------------------------------------------------------------- output
+def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, trajectory: Any, *,
+                        valid_mask: Tensor | None = None, fps: int = 16, point_radius: float = 0.008,
+                        points_per_pixel: int = 8, progress: bool | None = None,
+                        extra_json: dict[str, Any] | None = None) -> RenderResult:
+    """Lift ``depth`` of the condition view (frame 0), render the cloud along ``trajectory`` and write
+    ``image.png``, ``depth.npy``, ``points.ply``, ``render.mp4``, ``render_mask.mp4`` and ``camera.json``
+    (all atomically) into ``out_dir`` (created if needed).
+
+    Args:
+        out_dir: output folder.
+        image: ``(3, H, W)`` condition image in [0, 1] at the trajectory's size.
+        depth: ``(H, W)`` z-depth of the condition view in scene units (0 = invalid).
+        trajectory: ``CameraTrajectory`` with intrinsics for ``(H, W)``; frame 0 = condition view.
+        valid_mask: optional ``(H, W)`` bool of usable depth.
+        fps: video frame rate.
+        point_radius, points_per_pixel: point renderer settings.
+        progress: show a progress bar (None: only on a terminal).
+        extra_json: extra keys stored in ``camera.json`` (informational).
+
+    Returns:
+        :class:`RenderResult` with paths, point count and per-frame coverage.
+
+    Raises:
+        ValueError: size mismatch between image, depth and trajectory, or no valid depth.
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from worldstereo.geometry import lift_depth
+    from worldstereo.geometry.render import render_point_cloud
+    from worldstereo.io.image import save_image
+    from worldstereo.io.video import write_video
+
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image: expected (3,H,W), got shape {tuple(image.shape)}")
+    h, w = int(image.shape[1]), int(image.shape[2])
+    if tuple(depth.shape) != (h, w):
+        raise ValueError(f"depth: shape {tuple(depth.shape)} does not match the image size ({h}, {w})")
+    if not trajectory.has_intrinsics or (trajectory.height, trajectory.width) != (h, w):
+        raise ValueError(f"trajectory: needs intrinsics for the {h}x{w} image, has "
+                         f"{(trajectory.height, trajectory.width) if trajectory.has_intrinsics else 'none'}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    w2c = trajectory.w2c.float()
+    K = trajectory.K.float()
+    points = lift_depth(depth.float(), K[0], w2c[0], image.float(), valid_mask=valid_mask)
+    if len(points) == 0:
+        raise ValueError("depth: no valid depth left after lifting (all pixels invalid or filtered as edges)")
+    logger.info("lifted %d points from the %dx%d condition view", len(points), h, w)
+
+    frames: list[Tensor] = []
+    masks: list[Tensor] = []
+    n = len(trajectory)
+    with tqdm(total=n, desc="render", unit="frame", disable=(None if progress is None else not progress),
+              leave=False) as bar:
+        for start in range(0, n, RENDER_CHUNK):
+            stop = min(n, start + RENDER_CHUNK)
+            r = render_point_cloud(points, w2c[start:stop], K[start:stop], h, w, point_radius=point_radius,
+                                   points_per_pixel=points_per_pixel)
+            frames.append(r.image.cpu())
+            masks.append(r.hole_mask.cpu())
+            bar.update(stop - start)
+    video = torch.cat(frames).clamp(0, 1)
+    hole = (torch.cat(masks) > 0.5).float()
+    # reference: frame 0 is the condition image with an empty hole mask
+    video[0] = image.cpu().float().clamp(0, 1)
+    hole[0] = 0.0
+    video = torch.where(hole.bool().expand_as(video), torch.full_like(video, HOLE_GREY), video)
+    coverage = [float(1.0 - hole[i].mean()) for i in range(n)]
+
+    files = {
+        "image": out / "image.png",
+        "depth": out / "depth.npy",
+        "points": out / "points.ply",
+        "render": out / "render.mp4",
+        "render_mask": out / "render_mask.mp4",
+        "camera": out / "camera.json",
+    }
+    save_image(files["image"], image)
+    from worldstereo.io.atomic import atomic_write
+
+    with atomic_write(files["depth"]) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, depth.detach().cpu().float().numpy())
+    points.save_ply(files["points"])
+    write_video(files["render"], video, fps=fps)
+    write_video(files["render_mask"], hole.expand(-1, 3, -1, -1), fps=fps)
+    trajectory.to_reference_json(files["camera"], extra=extra_json)
+    logger.info("wrote %s (%d frames, mean coverage %.1f%%)", out, n, 100 * sum(coverage[1:]) / max(n - 1, 1))
+    return RenderResult(out_dir=out, files=files, num_points=len(points), coverage=coverage, render=video,
+                        hole_mask=hole)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def add_render_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``render`` and ``demo``."""
+    parser.add_argument("--frames", type=positive_int, default=None,
+                        help="number of frames (default: 16 for presets, the file's length for files; the "
+                             "reference models use 21 keyframes)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
+    parser.add_argument("--fps", type=positive_int, default=16, help="video frame rate (default 16)")
+    parser.add_argument("--preset-arg", action="append", metavar="KEY=VALUE", default=None,
+                        help="preset parameter, repeatable, e.g. --preset-arg distance=0.5 --preset-arg "
+                             "azimuth_deg=45")
+    parser.add_argument("--point-radius", type=positive_float, default=0.008,
+                        help="point footprint radius in NDC units (default 0.008, as the reference)")
+    parser.add_argument("--points-per-pixel", type=positive_int, default=8,
+                        help="points blended per pixel (default 8)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``render`` sub-command."""
+    p = subparsers.add_parser(
+        "render",
+        help="render a point cloud of IMAGE along a camera trajectory (inputs of the reference pipelines)",
+        description=(
+            "Estimate (or read) the depth of IMAGE, lift it to a point cloud and render it along a camera "
+            "trajectory. Writes image.png, depth.npy, points.ply, render.mp4 (holes grey), "
+            "render_mask.mp4 (white = hole) and camera.json (reference format) into --out. "
+            "Frame 0 is the condition view."
+        ),
+    )
+    p.add_argument("image", type=Path, help="condition image (any format PIL reads)")
+    p.add_argument("--trajectory", required=True,
+                   help="preset name (forward, backward, left, right, up, down, pan_left, pan_right, tilt_up, "
+                        "tilt_down, roll, zoom_in, zoom_out, dolly_zoom, orbit, spiral, eloop) or a trajectory "
+                        "file (.json: ours / reference camera.json / transforms.json; .npz; RealEstate10K .txt)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--depth", type=Path, default=None,
+                     help="depth map of IMAGE (.npy/.npz float z-depth, or 16-bit .png), used as given")
+    src.add_argument("--depth-model", default=None,
+                     help="transformers depth model id or local folder, or 'moge' "
+                          "(default: depth-anything/Depth-Anything-V2-Small-hf)")
+    p.add_argument("--depth-scale", type=positive_float, default=None,
+                   help="multiplier from stored depth values to scene units (default 1 for .npy, 1/1000 for .png)")
+    p.add_argument("--height", type=positive_int, default=None,
+                   help="working height, multiple of 16 (default: the reference size closest to IMAGE's aspect)")
+    p.add_argument("--width", type=positive_int, default=None, help="working width, multiple of 16")
+    p.add_argument("--fov", type=positive_float, default=None,
+                   help="horizontal field of view in degrees when the trajectory has no intrinsics (default: "
+                        "the depth model's estimate if it predicts one, else 60)")
+    p.add_argument("--device", default=None, help="torch device for the depth model (default: cuda if available)")
+    add_render_options(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def working_size(args: argparse.Namespace, image_size: tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` from ``--height``/``--width`` or the reference scale map."""
+    from worldstereo.camera import assign_scale
+
+    if (args.height is None) != (args.width is None):
+        raise UsageError("--height/--width: give both or neither")
+    if args.height is None:
+        return assign_scale(*image_size)
+    if args.height % 16 or args.width % 16:
+        raise UsageError(f"--height/--width: must be multiples of 16, got {args.height}x{args.width}")
+    return int(args.height), int(args.width)
+
+
+def _depth_for(args: argparse.Namespace, image: Tensor, image_size: tuple[int, int]) -> Any:
+    from worldstereo.depth import DEFAULT_DEPTH_MODEL, DepthPrediction, get_depth_estimator, load_depth
+    from worldstereo.io.image import resize_image
+
+    h, w = int(image.shape[1]), int(image.shape[2])
+    if args.depth is not None:
+        d = load_depth(args.depth, args.depth_scale, name="--depth")
+        if tuple(d.shape) == image_size and image_size != (h, w):
+            d = resize_image(d[None], h, w, mode="nearest")[0]
+        elif tuple(d.shape) != (h, w):
+            raise UsageError(f"--depth: size {tuple(d.shape)} matches neither IMAGE {image_size} nor the working "
+                             f"size ({h}, {w})")
+        return DepthPrediction(depth=d, valid_mask=d > 0, is_metric=True)
+    if args.depth_scale is not None:
+        raise UsageError("--depth-scale: only applies with --depth")
+    model = args.depth_model or DEFAULT_DEPTH_MODEL
+    logger.info("estimating depth with %s", model)
+    estimator = get_depth_estimator(model, device=args.device)
+    return estimator(image)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``worldstereo render``; returns the exit status."""
+    from worldstereo.io.image import load_image, resize_image
+
+    image0 = load_image(args.image, name="IMAGE")
+    image_size = (int(image0.shape[1]), int(image0.shape[2]))
+    height, width = working_size(args, image_size)
+    preset_args = parse_key_values(args.preset_arg, "--preset-arg")
+    # fail on a bad trajectory before the (slow) depth estimation
+    spec_path = Path(args.trajectory)
+    if not spec_path.exists():
+        from worldstereo.camera import PRESET_NAMES
+
+        if args.trajectory not in PRESET_NAMES:
+            raise UsageError(f"--trajectory: {args.trajectory!r} is neither an existing file nor a preset; "
+                             f"presets: {', '.join(PRESET_NAMES)}")
+    image = resize_image(image0, height, width)
+    pred = _depth_for(args, image, image_size)
+    valid = pred.valid_mask & (pred.depth > 0)
+    median = float(pred.depth[valid].median()) if bool(valid.any()) else 1.0
+    traj = resolve_trajectory(args.trajectory, num_frames=args.frames, height=height, width=width,
+                              fov_deg=args.fov, image_size=image_size, median_depth=median,
+                              predicted_K=pred.K, preset_args=preset_args)
+    result = write_render_inputs(args.out, image, pred.depth, traj, valid_mask=valid, fps=args.fps,
+                                 point_radius=args.point_radius, points_per_pixel=args.points_per_pixel,
+                                 progress=False if args.no_progress else None)
+    logger.info("points: %d; coverage of the last frame: %.1f%%", result.num_points, 100 * result.coverage[-1])
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit("use the `worldstereo render` command")
