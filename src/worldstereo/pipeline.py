@@ -134,6 +134,17 @@ def _resolve_depth_estimator(model: Any, depth_estimator: Any) -> Any:
     return get_depth_estimator(source)
 
 
+def _frame_depth_estimator(model: Any, estimator: Any) -> Any:
+    """The estimator for generated frames: a user-supplied depth map only describes the condition
+    image, so it falls back to ``model.depth_estimator`` (None when there is none)."""
+    from .depth.user import UserDepth
+
+    if isinstance(estimator, UserDepth):
+        fallback = getattr(model, "depth_estimator", None)
+        return None if fallback is None else _resolve_depth_estimator(model, fallback)
+    return estimator
+
+
 def _new_scene_memory(model: Any, use_geometric: bool, use_spatial: bool) -> SceneMemory:
     from .memory import GlobalGeometricMemory, SpatialStereoMemory
 
@@ -411,7 +422,12 @@ def generate_video(
     if memory.spatial is not None and use_spatial_memory:
         memory.spatial.update_from_clip(frames, w2c, K)
     if memory.geometric is not None and use_geometric_memory:
-        memory.geometric.maybe_update(frames, w2c, K, depth_estimator=estimator)
+        update_estimator = _frame_depth_estimator(model, estimator)
+        if update_estimator is not None:
+            memory.geometric.maybe_update(frames, w2c, K, depth_estimator=update_estimator)
+        elif memory.geometric.update_frequency == "auto":
+            logger.info("geometric memory: not updated (the depth source is a fixed depth map of the condition "
+                        "image; pass a depth model as depth_estimator= to grow the point cloud)")
     timings["memory_update"] = time.perf_counter() - t4
 
     record = GenerationRecord(

@@ -1,0 +1,567 @@
+"""The ``WorldStereo`` model: transformer + Wan base components + memory settings.
+
+``WorldStereo`` is a ``torch.nn.Module`` holding
+
+* ``transformer`` (:class:`~worldstereo.models.transformer.WorldStereoTransformer`),
+* ``vae`` (diffusers ``AutoencoderKLWan``), ``text_encoder`` (``UMT5EncoderModel``),
+  ``image_encoder`` (``CLIPVisionModel``) — sub-modules, so ``.to()``, ``.half()``, ``.eval()``
+  apply to all of them;
+* ``tokenizer``, ``image_processor`` (``CLIPImageProcessor``), ``scheduler`` (UniPC flow scheduler
+  for ``worldstereo-camera`` / ``worldstereo-memory``, :class:`~worldstereo.sampling.DMDScheduler`
+  for ``worldstereo-memory-dmd``; schedulers are stateful, use :meth:`WorldStereo.make_scheduler`
+  for a fresh one per sampling run);
+* ``config`` (:class:`~worldstereo.models.config.WorldStereoConfig`), ``variant`` (its
+  ``model_type``), ``global_memory_config`` and ``spatial_memory_config`` (plain dicts, see
+  :data:`DEFAULT_GLOBAL_MEMORY_CONFIG` / :data:`DEFAULT_SPATIAL_MEMORY_CONFIG`).
+
+Build a random model with ``WorldStereo(vdm_config=...)`` or load one with
+:meth:`WorldStereo.from_pretrained`; :meth:`WorldStereo.save_pretrained` writes a complete,
+self-describing folder (layout in :mod:`worldstereo.models.loading`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from worldstereo.models import conditioning as _cond
+from worldstereo.models import vae as _vae
+from worldstereo.models.config import MODEL_TYPES, WanBackboneConfig, WorldStereoConfig
+from worldstereo.models.loading import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MARKER_FILE,
+    read_json,
+    resolve_base_model,
+    resolve_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "WorldStereo",
+    "DEFAULT_GLOBAL_MEMORY_CONFIG",
+    "DEFAULT_SPATIAL_MEMORY_CONFIG",
+    "COMPONENT_CONFIG_KEYS",
+    "resolve_memory_config",
+]
+
+#: Defaults of ``global_memory_config`` (api.md "Memory configs").
+#: ``max_points``: cap of the global point cloud (exceeded -> down-sampling);
+#: ``update_frequency``: "auto" (after every generated video) | "manual" | "never";
+#: ``point_radius`` (NDC units) and ``points_per_pixel``: point renderer settings.
+DEFAULT_GLOBAL_MEMORY_CONFIG: dict[str, Any] = {
+    "max_points": 2_000_000,
+    "update_frequency": "auto",
+    "point_radius": 0.008,
+    "points_per_pixel": 8,
+}
+
+#: Defaults of ``spatial_memory_config`` (api.md "Memory configs").
+#: ``memory_size``: maximum frames kept in the bank (the condition view is never evicted);
+#: ``max_references``: references per generated video (8 as the reference);
+#: ``frames_per_update``: frames of each generated video added to the bank (8 as the reference);
+#: ``retrieval``: "fov_overlap" (reference) | "correspondence";
+#: ``num_correspondences``: pixels sampled per target view by the "correspondence" method.
+DEFAULT_SPATIAL_MEMORY_CONFIG: dict[str, Any] = {
+    "memory_size": 256,
+    "max_references": 8,
+    "frames_per_update": 8,
+    "retrieval": "fov_overlap",
+    "num_correspondences": 64,
+}
+
+#: Keys of ``vdm_config`` that configure the base components (the rest is the reference schema).
+COMPONENT_CONFIG_KEYS = ("vae", "text_encoder", "image_encoder", "image_processor", "tokenizer", "scheduler")
+_MODULE_COMPONENTS = ("vae", "text_encoder", "image_encoder")
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+def _check_positive(name: str, value: Any, kind: type | tuple[type, ...] = int) -> None:
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise ValueError(f"{name}: expected a positive {getattr(kind, '__name__', 'number')}, got {value!r}")
+
+
+def resolve_memory_config(kind: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Defaults merged with the user's ``config`` and validated.
+
+    Args:
+        kind: ``"global"`` or ``"spatial"``.
+        config: user overrides (None = defaults).
+
+    Raises:
+        ValueError: unknown key or invalid value (named, e.g. ``global_memory_config.max_points``).
+    """
+    if kind not in ("global", "spatial"):
+        raise ValueError(f"kind: expected 'global' or 'spatial', got {kind!r}")
+    name = f"{kind}_memory_config"
+    defaults = DEFAULT_GLOBAL_MEMORY_CONFIG if kind == "global" else DEFAULT_SPATIAL_MEMORY_CONFIG
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        raise TypeError(f"{name}: expected a dict, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise ValueError(f"{name}: unknown keys {unknown}; known keys: {sorted(defaults)}")
+    merged = {**defaults, **config}
+    if kind == "global":
+        if merged["max_points"] is not None:
+            _check_positive(f"{name}.max_points", merged["max_points"])
+        _check_choice(f"{name}.update_frequency", merged["update_frequency"], ("auto", "manual", "never"))
+        _check_positive(f"{name}.point_radius", merged["point_radius"], (int, float))
+        _check_positive(f"{name}.points_per_pixel", merged["points_per_pixel"])
+    else:
+        _check_positive(f"{name}.memory_size", merged["memory_size"])
+        _check_positive(f"{name}.max_references", merged["max_references"])
+        _check_positive(f"{name}.frames_per_update", merged["frames_per_update"])
+        _check_choice(f"{name}.retrieval", merged["retrieval"], ("fov_overlap", "correspondence"))
+        _check_positive(f"{name}.num_correspondences", merged["num_correspondences"])
+    return merged
+
+
+def _clean_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in cfg.items() if not k.startswith("_")}
+
+
+# --------------------------------------------------------------------------- component builders
+def _random_component(name: str, cfg: Mapping[str, Any]) -> Any:
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"vdm_config['{name}']: expected a dict of constructor arguments, got {type(cfg).__name__}")
+    kw = _clean_kwargs(cfg)
+    if name == "vae":
+        from diffusers import AutoencoderKLWan
+
+        return AutoencoderKLWan(**kw)
+    if name == "text_encoder":
+        from transformers import UMT5Config, UMT5EncoderModel
+
+        return UMT5EncoderModel(UMT5Config(**kw))
+    if name == "image_encoder":
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        return CLIPVisionModel(CLIPVisionConfig(**kw))
+    if name == "image_processor":
+        return _cond.clip_image_processor_class()(**kw)
+    raise ValueError(f"vdm_config['{name}']: cannot build this component from a config")  # pragma: no cover
+
+
+def _raise_loading_info(name: str, folder: Path, info: Mapping[str, Any], allowed_missing: Sequence[str] = ()) -> None:
+    missing = sorted(set(info.get("missing_keys") or []) - set(allowed_missing))
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(str(m) for m in (info.get("mismatched_keys") or []))
+    if missing or unexpected or mismatched:
+        raise ValueError(f"{name} ({str(folder)!r}): weights do not match the model: missing keys {missing}, "
+                         f"unexpected keys {unexpected}, mis-shaped keys {mismatched}")
+
+
+def _transformers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
+    """``dtype=`` for transformers >= 4.56 (``torch_dtype`` is deprecated there), else ``torch_dtype=``."""
+    import transformers
+
+    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def _load_component(name: str, root: Path, torch_dtype: torch.dtype) -> Any:
+    """Load one base component from ``root/<name>`` strictly (missing/unexpected keys raise)."""
+    folder = root / name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}: folder {str(folder)!r} not found (expected a diffusers Wan2.1 I2V layout)")
+    if name == "vae":
+        from diffusers import AutoencoderKLWan
+
+        model, info = AutoencoderKLWan.from_pretrained(folder, torch_dtype=torch_dtype, output_loading_info=True,
+                                                       use_safetensors=True)
+        _raise_loading_info(name, folder, info)
+        return model.eval()
+    if name == "text_encoder":
+        from transformers import UMT5EncoderModel
+
+        model, info = UMT5EncoderModel.from_pretrained(folder, output_loading_info=True, use_safetensors=True,
+                                                       **_transformers_dtype_kwarg(torch_dtype))
+        _raise_loading_info(name, folder, info, allowed_missing=("encoder.embed_tokens.weight",))
+        if model.encoder.embed_tokens is not model.shared:  # re-tie (reference, transformers >= 5)
+            model.encoder.embed_tokens = model.shared
+        return model.eval()
+    if name == "image_encoder":
+        from transformers import CLIPVisionModel
+
+        model, info = CLIPVisionModel.from_pretrained(folder, output_loading_info=True, use_safetensors=True,
+                                                      **_transformers_dtype_kwarg(torch_dtype))
+        _raise_loading_info(name, folder, info)
+        return model.eval()
+    if name == "image_processor":
+        return _cond.clip_image_processor_class().from_pretrained(folder)
+    if name == "tokenizer":
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(folder)
+    if name == "scheduler":
+        path = folder / "scheduler_config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"scheduler: {str(path)!r} not found")
+        return read_json(path)
+    raise ValueError(f"unknown component {name!r}")  # pragma: no cover
+
+
+def _make_scheduler(config: WorldStereoConfig, scheduler_config: Mapping[str, Any] | None) -> Any:
+    """UniPC flow scheduler (camera/memory) or DMD scheduler (-dmd) from the configs."""
+    from worldstereo.sampling import DMDScheduler, make_unipc_scheduler
+
+    if config.is_dmd:
+        return DMDScheduler(start_timesteps=config.dmd_start_steps, num_train_timesteps=config.dmd_end_steps,
+                            shift=config.gen_shift, dmd_steps=config.dmd_steps)
+    if scheduler_config is not None and scheduler_config.get("_class_name") == "DMDScheduler":
+        raise ValueError(f"scheduler: a DMD scheduler config was given for variant {config.model_type!r}")
+    return make_unipc_scheduler(dict(scheduler_config) if scheduler_config is not None else None)
+
+
+class WorldStereo(nn.Module):
+    """WorldStereo model: transformer, Wan base components and memory settings.
+
+    Args:
+        vdm_config: the reference ``config.json`` schema (``model_type``, ``base_model``,
+            ``controlnet_cfg``, ``nframe``, ``freeze_backbone``, ``scale_map``,
+            ``latent_cond_mode``, ... and a ``transformer`` object with the Wan backbone kwargs)
+            plus component configs: ``vae`` (``AutoencoderKLWan`` kwargs), ``text_encoder``
+            (``UMT5Config`` kwargs), ``image_encoder`` (``CLIPVisionConfig`` kwargs),
+            ``image_processor`` (``CLIPImageProcessor`` kwargs), ``tokenizer`` (a tokenizer
+            folder path) and ``scheduler`` (UniPC scheduler config; ignored by the DMD variant).
+            Components given as configs are randomly initialised; a missing one is loaded from
+            ``base_model`` when that is a local folder (else ``ValueError``). A missing
+            ``transformer`` object is read from ``base_model/transformer/config.json``.
+        global_memory_config: overrides of :data:`DEFAULT_GLOBAL_MEMORY_CONFIG`.
+        spatial_memory_config: overrides of :data:`DEFAULT_SPATIAL_MEMORY_CONFIG`.
+        components: ready-made components by name (e.g. ``{"tokenizer": tok}``); they win over
+            ``vdm_config``.
+
+    The model is built in float32 on the CPU, in eval mode.
+    """
+
+    def __init__(self, vdm_config: Mapping[str, Any] | None = None,
+                 global_memory_config: Mapping[str, Any] | None = None,
+                 spatial_memory_config: Mapping[str, Any] | None = None, *,
+                 components: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if vdm_config is None:
+            raise ValueError("vdm_config: required (the reference config.json schema + component configs); "
+                             "use WorldStereo.from_pretrained(...) to load a checkpoint")
+        if not isinstance(vdm_config, Mapping):
+            raise TypeError(f"vdm_config: expected a dict, got {type(vdm_config).__name__}")
+        components = dict(components or {})
+        unknown = sorted(set(components) - set(COMPONENT_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"components: unknown names {unknown}; expected some of {list(COMPONENT_CONFIG_KEYS)}")
+        gmc = resolve_memory_config("global", global_memory_config)
+        smc = resolve_memory_config("spatial", spatial_memory_config)
+
+        ref_cfg = {k: v for k, v in vdm_config.items() if k not in COMPONENT_CONFIG_KEYS}
+        base = ref_cfg.get("base_model") or ""
+        base_dir = Path(base).expanduser() if base and Path(base).expanduser().is_dir() else None
+        backbone = None
+        if "transformer" not in ref_cfg:
+            if base_dir is None:
+                raise ValueError("vdm_config['transformer']: the Wan backbone config is required when base_model "
+                                 "is not a local folder")
+            backbone = WanBackboneConfig.from_dict(read_json(base_dir / "transformer" / "config.json"))
+        config = WorldStereoConfig.from_dict(ref_cfg, backbone_config=backbone)
+
+        from worldstereo.models.transformer import WorldStereoTransformer
+
+        tok_cfg = vdm_config.get("tokenizer")
+        if tok_cfg is not None and not isinstance(tok_cfg, (str, os.PathLike)):
+            raise TypeError(f"vdm_config['tokenizer']: expected a tokenizer folder path, got {type(tok_cfg).__name__}; "
+                            f"pass tokenizer objects with components={{'tokenizer': ...}}")
+        parts: dict[str, Any] = {}
+        for name in ("vae", "text_encoder", "image_encoder", "image_processor", "tokenizer"):
+            if name in components:
+                parts[name] = components[name]
+            elif name in vdm_config and name != "tokenizer":
+                parts[name] = _random_component(name, vdm_config[name])
+            elif name == "tokenizer" and isinstance(vdm_config.get("tokenizer"), (str, os.PathLike)):
+                from transformers import AutoTokenizer
+
+                parts[name] = AutoTokenizer.from_pretrained(vdm_config["tokenizer"])
+            elif base_dir is not None:
+                parts[name] = _load_component(name, base_dir, torch.float32)
+            else:
+                raise ValueError(f"vdm_config['{name}']: missing, and base_model {base!r} is not a local folder to "
+                                 f"load it from")
+        if "scheduler" in components:
+            scheduler = components["scheduler"]
+        else:
+            sched_cfg = vdm_config.get("scheduler")
+            if sched_cfg is None and base_dir is not None and not config.is_dmd:
+                sched_cfg = _load_component("scheduler", base_dir, torch.float32)
+            scheduler = _make_scheduler(config, sched_cfg)
+        self._check_consistency(config, parts)  # before building the (possibly large) transformer
+        self._setup(WorldStereoTransformer(config), parts, scheduler, gmc, smc)
+
+    # ------------------------------------------------------------------ construction helpers
+    def _setup(self, transformer: nn.Module, parts: Mapping[str, Any], scheduler: Any,
+               global_memory_config: dict[str, Any], spatial_memory_config: dict[str, Any]) -> None:
+        config: WorldStereoConfig = transformer.config  # type: ignore[assignment]
+        self._check_consistency(config, parts)
+        self.transformer = transformer
+        self.vae = parts["vae"]
+        self.text_encoder = parts["text_encoder"]
+        self.image_encoder = parts["image_encoder"]
+        self.tokenizer = parts["tokenizer"]
+        self.image_processor = parts["image_processor"]
+        self.scheduler = scheduler
+        self.config = config
+        self.global_memory_config = global_memory_config
+        self.spatial_memory_config = spatial_memory_config
+        self.eval()
+
+    @staticmethod
+    def _check_consistency(config: WorldStereoConfig, parts: Mapping[str, Any]) -> None:
+        bb = config.transformer
+        assert bb is not None
+        z_dim = getattr(parts["vae"].config, "z_dim", None)
+        if z_dim != bb.out_channels:
+            raise ValueError(f"vae.z_dim: must equal the transformer's out_channels={bb.out_channels}, got {z_dim}")
+        d_model = getattr(parts["text_encoder"].config, "d_model", None)
+        if d_model != bb.text_dim:
+            raise ValueError(f"text_encoder.d_model: must equal transformer.text_dim={bb.text_dim}, got {d_model}")
+        hidden = getattr(parts["image_encoder"].config, "hidden_size", None)
+        if hidden != bb.image_dim:
+            raise ValueError(f"image_encoder.hidden_size: must equal transformer.image_dim={bb.image_dim}, "
+                             f"got {hidden}")
+        vocab = len(parts["tokenizer"])
+        te_vocab = getattr(parts["text_encoder"].config, "vocab_size", vocab)
+        if vocab > te_vocab:
+            raise ValueError(f"tokenizer: vocabulary of {vocab} tokens exceeds text_encoder.vocab_size={te_vocab}")
+
+    @classmethod
+    def _from_parts(cls, transformer: nn.Module, parts: Mapping[str, Any], scheduler: Any,
+                    global_memory_config: dict[str, Any], spatial_memory_config: dict[str, Any]) -> "WorldStereo":
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model._setup(transformer, parts, scheduler, global_memory_config, spatial_memory_config)
+        return model
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def variant(self) -> str:
+        """``model_type``: ``worldstereo-camera``, ``worldstereo-memory`` or ``worldstereo-memory-dmd``."""
+        return self.config.model_type
+
+    @property
+    def is_memory(self) -> bool:
+        """True for the memory variants (SSM transformer, references)."""
+        return self.config.is_memory
+
+    @property
+    def is_distilled(self) -> bool:
+        """True for ``worldstereo-memory-dmd`` (few-step DMD sampler, no guidance)."""
+        return self.config.is_dmd
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the transformer."""
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the transformer (patch embedding)."""
+        return getattr(self.transformer, "dtype", next(self.transformer.parameters()).dtype)
+
+    def make_scheduler(self) -> Any:
+        """A fresh scheduler of the same configuration as ``self.scheduler`` (schedulers are stateful)."""
+        from worldstereo.sampling import DMDScheduler, make_unipc_scheduler
+
+        if isinstance(self.scheduler, DMDScheduler):
+            return DMDScheduler.from_dict(self.scheduler.config)
+        return make_unipc_scheduler(dict(self.scheduler.config))
+
+    # ------------------------------------------------------------------ conditioning helpers
+    def encode_prompt(self, prompts: str | Sequence[str], max_length: int = 512, *,
+                      dtype: torch.dtype | None = None) -> Tensor:
+        """Text embeddings ``[B, max_length, text_dim]`` (padded rows zero) on the transformer's device,
+        in ``dtype`` (default: the text encoder's). See :func:`worldstereo.models.conditioning.encode_prompt`."""
+        return _cond.encode_prompt(self.tokenizer, self.text_encoder, prompts, max_length, device=self.device,
+                                   dtype=dtype)
+
+    def encode_image(self, images: Any, reference_quirk: bool = True, *, dtype: torch.dtype | None = None) -> Tensor:
+        """CLIP tokens ``[B, N, image_dim]`` (``hidden_states[-2]``) of PIL image(s) or a tensor
+        ``[B, 3, H, W]`` in [0, 1]. See :func:`worldstereo.models.conditioning.encode_image_clip`."""
+        return _cond.encode_image_clip(self.image_processor, self.image_encoder, images, reference_quirk,
+                                       device=self.device, dtype=dtype)
+
+    def encode_video(self, video: Tensor) -> Tensor:
+        """Keyframe latents ``[B, 16, F, H/8, W/8]`` (float32, normalised) of a video
+        ``[B, 3, F, H, W]`` in [-1, 1]. See :func:`worldstereo.models.vae.keyframe_encode`."""
+        return _vae.keyframe_encode(self.vae, video)
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Video ``[B, 3, F, 8h, 8w]`` in [-1, 1] (float32) from normalised keyframe latents
+        ``[B, 16, F, h, w]``. See :func:`worldstereo.models.vae.keyframe_decode`."""
+        return _vae.keyframe_decode(self.vae, latents)
+
+    def prepare_image_condition(self, image: Tensor, num_latent_frames: int, mode: str | None = None) -> Tensor:
+        """I2V condition ``[B, 20, F, h, w]`` for an image ``[B, 3, H, W]`` in [-1, 1]; ``mode`` defaults
+        to ``config.latent_cond_mode``. See :func:`worldstereo.models.conditioning.prepare_image_condition`."""
+        return _cond.prepare_image_condition(self.vae, image, num_latent_frames,
+                                             mode or self.config.latent_cond_mode)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ serialization
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write a complete, self-describing folder (loads with :meth:`from_pretrained`, no network).
+
+        Layout: ``worldstereo_config.json`` (marker: format, variant, memory configs),
+        ``config.json`` (reference schema with the ``transformer`` backbone object),
+        ``model.safetensors`` (transformer, official key names), and the diffusers/transformers
+        folders ``vae/``, ``text_encoder/``, ``tokenizer/``, ``image_encoder/``,
+        ``image_processor/``, ``scheduler/``. Weights are saved in their current dtypes.
+
+        The folder is written into a temporary sibling and renamed into place, so ``folder`` is
+        either untouched or complete; an existing ``folder`` is replaced.
+
+        Returns:
+            The folder path.
+        """
+        from worldstereo.models.checkpoint import save_transformer
+
+        target = Path(folder).expanduser()
+        if target.exists() and not target.is_dir():
+            raise ValueError(f"folder: {str(target)!r} exists and is not a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()
+        try:
+            save_transformer(self.transformer, tmp)  # config.json + model.safetensors
+            self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
+            self.text_encoder.save_pretrained(tmp / "text_encoder")
+            self.image_encoder.save_pretrained(tmp / "image_encoder")
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            self.image_processor.save_pretrained(tmp / "image_processor")
+            (tmp / "scheduler").mkdir()
+            sched_cfg = self.scheduler.to_dict() if hasattr(self.scheduler, "to_dict") else dict(self.scheduler.config)
+            sched_cfg.setdefault("_class_name", type(self.scheduler).__name__)
+            (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched_cfg, indent=2, default=str)
+                                                                      + "\n", encoding="utf-8")
+            marker = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "variant": self.variant,
+                "global_memory_config": self.global_memory_config,
+                "spatial_memory_config": self.spatial_memory_config,
+                "components": {
+                    "transformer": type(self.transformer).__name__,
+                    "vae": type(self.vae).__name__,
+                    "text_encoder": type(self.text_encoder).__name__,
+                    "image_encoder": type(self.image_encoder).__name__,
+                    "tokenizer": type(self.tokenizer).__name__,
+                    "image_processor": type(self.image_processor).__name__,
+                    "scheduler": type(self.scheduler).__name__,
+                },
+            }
+            (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+            if target.exists():
+                old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.info("Saved %s model to %s", self.variant, target)
+        return target
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, variant: str | None = None, *,
+                        base_model: str | os.PathLike | None = None, torch_dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, local_files_only: bool = False,
+                        allow_pickle: bool = False, global_memory_config: Mapping[str, Any] | None = None,
+                        spatial_memory_config: Mapping[str, Any] | None = None) -> "WorldStereo":
+        """Load a WorldStereo checkpoint (layouts in :mod:`worldstereo.models.loading`).
+
+        Args:
+            name_or_path: reference checkpoint root, one variant sub-folder, a ``save_pretrained``
+                folder, or a Hugging Face id of any of these.
+            variant: ``"worldstereo-camera"``, ``"worldstereo-memory"`` (default for a reference
+                root) or ``"worldstereo-memory-dmd"``.
+            base_model: diffusers Wan2.1 I2V folder or Hub id for the base components (text
+                encoder, tokenizer, CLIP, VAE, scheduler); default: ``config.json``'s ``base_model``
+                (a ``save_pretrained`` folder carries its own components).
+            torch_dtype: dtype of the transformer and the VAE (default float32); the text and
+                image encoders stay float32 as in the reference.
+            device: move the model there after loading (default: stay on the CPU).
+            local_files_only: never use the network for Hub ids.
+            allow_pickle: accept pickle weight files (``.bin``/``.pt``...); refused by default.
+            global_memory_config, spatial_memory_config: overrides of the saved / default settings.
+
+        Loading is strict: a missing, unexpected or mis-shaped weight raises ``ValueError`` naming
+        the keys.
+        """
+        if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
+            raise TypeError(f"torch_dtype: expected a torch.dtype, got {torch_dtype!r}")
+        resolved = resolve_checkpoint(name_or_path, variant, local_files_only=local_files_only,
+                                      allow_pickle=allow_pickle)
+        config_dict = resolved.config
+        if resolved.is_own_format and base_model is None:
+            comp_dir = resolved.directory
+        else:
+            base = base_model if base_model is not None else config_dict.get("base_model", "")
+            comp_dir = resolve_base_model(base, local_files_only=local_files_only)
+        backbone = None
+        if "transformer" not in config_dict:
+            bb_path = comp_dir / "transformer" / "config.json"
+            if not bb_path.is_file():
+                raise FileNotFoundError(f"config.json of {str(resolved.directory)!r} has no 'transformer' object and "
+                                        f"the base model has no {str(bb_path)!r}")
+            backbone = WanBackboneConfig.from_dict(read_json(bb_path))
+        config = WorldStereoConfig.from_dict(config_dict, backbone_config=backbone)
+        dtype = torch_dtype or torch.float32
+        transformer = _load_transformer(resolved.directory, backbone, dtype, allow_pickle)
+
+        parts = {name: _load_component(name, comp_dir, dtype if name == "vae" else torch.float32)
+                 for name in ("vae", "text_encoder", "image_encoder", "image_processor", "tokenizer")}
+        sched_cfg = None
+        if (comp_dir / "scheduler" / "scheduler_config.json").is_file():
+            sched_cfg = _load_component("scheduler", comp_dir, torch.float32)
+        elif not config.is_dmd:
+            logger.warning("No scheduler/scheduler_config.json in %s; using the default Wan UniPC config", comp_dir)
+        scheduler = _make_scheduler(config, sched_cfg)
+
+        marker = resolved.marker or {}
+        gmc = resolve_memory_config("global", global_memory_config if global_memory_config is not None
+                                    else marker.get("global_memory_config"))
+        smc = resolve_memory_config("spatial", spatial_memory_config if spatial_memory_config is not None
+                                    else marker.get("spatial_memory_config"))
+        model = cls._from_parts(transformer, parts, scheduler, gmc, smc)
+        if device is not None:
+            model.to(device)
+        logger.info("Loaded %s from %s (components from %s)", model.variant, resolved.directory, comp_dir)
+        return model
+
+
+def _load_transformer(directory: Path, backbone: WanBackboneConfig | None, dtype: torch.dtype | None,
+                      allow_pickle: bool) -> nn.Module:
+    """``config.json`` + ``model.safetensors`` of ``directory`` -> transformer, strictly (missing,
+    unexpected or mis-shaped keys raise :class:`~worldstereo.models.checkpoint.CheckpointError`)."""
+    from worldstereo.models.checkpoint import load_transformer
+
+    return load_transformer(directory, torch_dtype=dtype, backbone_config=backbone, device="cpu",
+                            allow_pickle=allow_pickle)
+
+
+# keep the documented variant names importable from here too
+VARIANTS: tuple[str, ...] = MODEL_TYPES

@@ -1,0 +1,5 @@
+from tests.conformance.helpers import assert_case_passes
+
+
+def test_transformer_memory(conformance_dir):
+    assert_case_passes(conformance_dir, "transformer_memory")
