@@ -285,3 +285,75 @@ def test_panorama_condition_image_builds_pano_bank_and_equirect_cloud(memory_mod
     with pytest.raises(ValueError, match="condition_image"):
         generate_video(memory_model, _image(0, 32, 48), traj, num_frames=4, height=H, width=W, panorama=True,
                        depth_estimator=torch.ones(32, 48))
+
+
+def test_reconstruct_3d_bad_method_fails_before_model_work(camera_model):
+    from worldstereo.pipeline import reconstruct_3d
+
+    rec = _Recorder(camera_model)
+    try:
+        with pytest.raises(ValueError, match="reconstruction_method"):
+            reconstruct_3d(camera_model, _image(), _traj(4), reconstruction_method="voxels", num_frames=4)
+        with pytest.raises(ValueError, match="num_frames"):
+            reconstruct_3d(camera_model, _image(), _traj(4), num_frames=6, height=H, width=W)
+        with pytest.raises(ValueError, match="output_format"):
+            reconstruct_3d(camera_model, _image(), _traj(4), num_frames=4, output_format="pil")
+    finally:
+        rec.close()
+    assert rec.calls == []
+
+
+def test_reconstruct_3d_point_cloud(camera_model):
+    from worldstereo.pipeline import reconstruct_3d
+
+    video, rec = reconstruct_3d(camera_model, _image(), _traj(4, distance=0.2), num_frames=4, height=H, width=W,
+                                num_inference_steps=1, seed=0, depth_estimator=_const_depth(2.0))
+    assert video.shape == (4, 3, H, W)
+    for key in ("points", "colors", "normals", "cameras", "quality_metrics"):
+        assert key in rec, key
+    assert rec["points"].shape[1] == 3 and rec["points"].shape[0] > 0
+    assert rec["colors"].shape == rec["points"].shape
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from worldstereo.testing import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("pipe") / "model", "worldstereo-camera")
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(model_path=3), TypeError, "model_path"),
+        (dict(device="not-a-device"), ValueError, "device"),
+        (dict(torch_dtype=torch.int8), ValueError, "torch_dtype"),
+    ],
+)
+def test_pipeline_class_bad_arguments(tiny_folder, kwargs, exc, match):
+    from worldstereo.pipeline import WorldStereoPipeline
+
+    args = dict(model_path=str(tiny_folder), device="cpu", torch_dtype=torch.float32)
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        WorldStereoPipeline(**args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_pipeline_class_cuda_missing_suggests_cpu(tiny_folder):
+    from worldstereo.pipeline import WorldStereoPipeline
+
+    with pytest.raises(RuntimeError, match='device="cpu"'):
+        WorldStereoPipeline(str(tiny_folder))
+
+
+def test_pipeline_class_cpu_fallbacks_and_methods(tiny_folder, caplog):
+    from worldstereo.pipeline import WorldStereoPipeline
+
+    with pytest.warns(UserWarning):  # xformers missing -> SDPA, one warning
+        pipe = WorldStereoPipeline(str(tiny_folder), device="cpu", torch_dtype=torch.float16, enable_cpu_offload=True)
+    assert pipe.torch_dtype == torch.float32  # float16 on CPU falls back to float32
+    assert next(pipe.model.transformer.parameters()).dtype == torch.float32
+    video = pipe.generate_video(_image(), _traj(4, distance=0.2), num_frames=4, height=H, width=W,
+                                num_inference_steps=1, seed=0, depth_estimator=_depth())
+    assert video.shape == (4, 3, H, W)

@@ -667,7 +667,7 @@ class WorldStereoPipeline:
         if dev.type == "cpu" and torch_dtype == torch.float16:
             logger.warning("torch_dtype: float16 is not supported for CPU inference; using float32")
             torch_dtype = torch.float32
-        from .models import WorldStereo
+        from .models.worldstereo import WorldStereo
 
         self.model = WorldStereo.from_pretrained(model_path, variant, torch_dtype=torch_dtype, **from_pretrained_kwargs)
         self.device = dev
