@@ -21,7 +21,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 logger = logging.getLogger("worldstereo")
 
 #: sub-command modules under ``worldstereo.commands``, in ``--help`` order
-COMMAND_MODULES: tuple[str, ...] = ("render", "demo")
+COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct")
 
 #: exceptions reported as bad input (exit status 2) without a traceback
 _BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
