@@ -1,0 +1,277 @@
+"""High-level 3D reconstruction from posed frames: :func:`reconstruct` -> :class:`Reconstruction`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as _dc_field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._common import CameraArrays, as_numpy, camera_arrays, zbuffer_splat
+from .fusion import estimate_normals, fuse_depth_maps
+from .metrics import masked_psnr, masked_ssim, reprojection_psnr
+
+__all__ = ["METHODS", "Reconstruction", "reconstruct"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("point_cloud", "mesh", "neural_field")
+
+
+@dataclass(eq=False)
+class Reconstruction(Mapping[str, Any]):
+    """Result of :func:`reconstruct`; also a read-only mapping (``rec["points"]``), as
+    ``reconstruct_3d`` documents a dict.
+
+    Attributes:
+        points: (N,3) float32 world coordinates (same frame as the cameras' w2c).
+        colors: (N,3) float32 in [0,1].
+        normals: (N,3) float32 unit normals oriented toward the observing cameras (or None).
+        cameras: the input trajectory (CameraTrajectory).
+        method: "point_cloud" | "mesh" | "neural_field".
+        mesh: ``trimesh.Trimesh`` for "mesh", else None.
+        field: :class:`~worldstereo.reconstruction.neural_field.GaussianField` for "neural_field", else None.
+        depths: (T,H,W) float32 aligned depth maps used for fusion.
+        depth_scales: (T,) float per-frame scale applied to the input depth.
+        quality_metrics: dict of floats (``num_points``, ``reprojection_psnr``, ...).
+    """
+
+    points: torch.Tensor
+    colors: torch.Tensor
+    normals: torch.Tensor | None
+    cameras: Any
+    method: str
+    mesh: Any = None
+    field: Any = None
+    depths: torch.Tensor | None = None
+    depth_scales: torch.Tensor | None = None
+    quality_metrics: dict[str, float] = _dc_field(default_factory=dict)
+
+    _KEYS = ("points", "colors", "normals", "cameras", "mesh", "field", "quality_metrics", "method",
+             "depths", "depth_scales")
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain dict with every key (``points``, ``colors``, ``normals``, ``cameras``, ``mesh``,
+        ``field``, ``quality_metrics``, ``method``, ``depths``, ``depth_scales``)."""
+        return {k: getattr(self, k) for k in self._KEYS}
+
+    def point_cloud(self) -> Any:
+        """The points as a ``worldstereo.geometry.PointCloud``."""
+        from worldstereo.geometry import PointCloud
+
+        return PointCloud(xyz=self.points, rgb=self.colors, normals=self.normals)
+
+    def save(self, out_dir: Any, *, formats: tuple[str, ...] | None = None, frames: Any = None) -> dict[str, Any]:
+        """Write the standard exports into ``out_dir``.
+
+        See :func:`worldstereo.reconstruction.export.save_reconstruction`.
+        """
+        from .export import save_reconstruction
+
+        return save_reconstruction(self, out_dir, formats=formats, frames=frames)
+
+
+def _check_frames(frames: Any) -> np.ndarray:
+    if isinstance(frames, (list, tuple)):
+        frames = torch.stack([torch.as_tensor(f) for f in frames])
+    if not isinstance(frames, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"frames must be a (T,3,H,W) tensor/array in [0,1]; got {type(frames).__name__}")
+    f = as_numpy(frames)
+    if f.ndim != 4 or f.shape[1] != 3:
+        raise ValueError(f"frames must have shape (T,3,H,W); got {tuple(f.shape)}")
+    if f.shape[0] < 1 or f.shape[2] < 2 or f.shape[3] < 2:
+        raise ValueError(f"frames must contain at least one frame of at least 2x2 pixels; got {tuple(f.shape)}")
+    if not np.all(np.isfinite(f)):
+        raise ValueError("frames contain non-finite values")
+    if f.min() < -1e-3 or f.max() > 1 + 1e-3:
+        raise ValueError(f"frames must be float in [0,1]; got range [{f.min():.3g}, {f.max():.3g}]")
+    return np.clip(f, 0.0, 1.0)
+
+
+def _resolve_depth(depth: Any, frames: np.ndarray, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Depth maps (T,H,W) + valid masks from an array or a DepthEstimator (resized to the frames)."""
+    T, _, H, W = frames.shape
+    if depth is None:
+        raise ValueError("depth is required: pass (T,H,W) depth maps or a DepthEstimator "
+                         "(e.g. from worldstereo.depth)")
+    if isinstance(depth, (torch.Tensor, np.ndarray, list, tuple)):
+        d = as_numpy(torch.stack([torch.as_tensor(x) for x in depth]) if isinstance(depth, (list, tuple)) else depth)
+        if d.ndim == 4 and d.shape[1] == 1:
+            d = d[:, 0]
+        if d.ndim != 3 or d.shape[0] != T:
+            raise ValueError(f"depth must have shape (T,H,W) with T={T}; got {tuple(d.shape)}")
+        valid = np.isfinite(d) & (d > 0)
+    elif callable(depth):
+        from tqdm.auto import tqdm
+
+        ds, vs = [], []
+        for t in tqdm(range(T), desc="depth", disable=not progress):
+            pred = depth(torch.from_numpy(frames[t]).float())
+            if not hasattr(pred, "depth"):
+                raise TypeError("depth estimator must return a DepthPrediction (with .depth and .valid_mask)")
+            ds.append(as_numpy(pred.depth))
+            vs.append(as_numpy(getattr(pred, "valid_mask", pred.depth > 0), bool))
+        d, valid = np.stack(ds), np.stack(vs)
+    else:
+        raise TypeError(f"depth must be a (T,H,W) tensor/array or a DepthEstimator; got {type(depth).__name__}")
+    if d.shape[1:] != (H, W):
+        t_d = torch.from_numpy(np.where(valid, d, 0.0))[:, None].float()
+        t_v = torch.from_numpy(valid.astype(np.float32))[:, None]
+        d = torch.nn.functional.interpolate(t_d, size=(H, W), mode="nearest")[:, 0].double().numpy()
+        valid = torch.nn.functional.interpolate(t_v, size=(H, W), mode="nearest")[:, 0].numpy() > 0.5
+    return np.where(valid, d, 0.0), valid & (d > 0)
+
+
+def _splat_psnr(xyz: np.ndarray, rgb: np.ndarray, frames: np.ndarray, cams: CameraArrays,
+                depths: np.ndarray, rel_tol: float = 0.03) -> tuple[float, float]:
+    """Mean masked PSNR/SSIM of 1-pixel z-buffer renders of coloured points against the frames.
+
+    Only pixels whose front-most point lies on the frame's (aligned) depth surface (within
+    ``rel_tol``) are compared, so that points seen through gaps between splats do not count.
+    """
+    T, _, H, W = frames.shape
+    ps, ss = [], []
+    for t in range(T):
+        zbuf, owner = zbuffer_splat(xyz, cams.K[t], cams.w2c[t], H, W)
+        m = (owner >= 0) & (depths[t] > 0) & (np.abs(zbuf - depths[t]) <= rel_tol * depths[t])
+        if m.sum() < 16:
+            continue
+        img = np.zeros((3, H, W))
+        img[:, m] = rgb[owner[m]].T
+        p = masked_psnr(img, frames[t], m)
+        if np.isfinite(p):
+            ps.append(p)
+        ss.append(masked_ssim(img, frames[t], m))
+    return (float(np.mean(ps)) if ps else float("nan")), (float(np.mean(ss)) if ss else float("nan"))
+
+
+def _to_tensor(a: Any) -> torch.Tensor | None:
+    return None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float32)
+
+
+def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth: Any = None, *,
+                reference_points: Any = None, voxel_size: float | None = None, align_depth: bool = True,
+                scale_anchor: str = "first", outlier_std_ratio: float = 2.0, mesh_method: str = "tsdf",
+                mesh_voxel_size: float | None = None, field_iterations: int = 300,
+                field_kwargs: dict[str, Any] | None = None, compute_metrics: bool = True,
+                progress: bool = True) -> Reconstruction:
+    """Reconstruct a 3D scene from posed frames.
+
+    Args:
+        frames: (T,3,H,W) float in [0,1] (tensor or array).
+        trajectory: ``CameraTrajectory`` of T cameras (w2c OpenCV, K for its height x width; K is
+            rescaled to the frame size when they differ).
+        method: "point_cloud" (fused coloured points), "mesh" (TSDF + marching cubes, or Open3D
+            Poisson with ``mesh_method="poisson"``) or "neural_field" (3D Gaussians optimised on the
+            frames, initialised from the fused points).
+        depth: (T,H,W) z-depth maps in scene units (any resolution; resized nearest), or a
+            ``DepthEstimator`` called on every frame (relative depth is fine: scales are aligned).
+        reference_points: optional PointCloud / (M,3) points whose scale the depths are aligned to.
+        voxel_size: fusion voxel edge (scene units); default 0.25 % of the scene diagonal.
+        align_depth: estimate per-frame depth scales (see ``fusion.align_depth_scales``).
+        scale_anchor: "first" (frame 0's depth is in trajectory units) or "cameras" (estimate the
+            overall scale from the camera baselines too).
+        mesh_voxel_size: TSDF voxel (default 2 x the fusion voxel).
+        field_iterations: neural-field optimisation steps.
+        field_kwargs: neural-field options: ``"init"`` -> keyword arguments of
+            ``GaussianField.from_points`` (e.g. ``max_points``, ``sigma_scale``); every other key is
+            passed to ``GaussianField.fit`` (e.g. ``lr_color``, ``seed``).
+        compute_metrics: fill ``quality_metrics`` (re-projection PSNR/SSIM, point count...).
+        progress: show tqdm progress bars.
+
+    Returns:
+        :class:`Reconstruction`.
+
+    Raises:
+        ValueError / TypeError: invalid inputs (checked before any heavy work).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if mesh_method not in ("tsdf", "poisson"):
+        raise ValueError(f"mesh_method must be 'tsdf' or 'poisson'; got {mesh_method!r}")
+    if voxel_size is not None and not voxel_size > 0:
+        raise ValueError(f"voxel_size must be > 0; got {voxel_size}")
+    if mesh_voxel_size is not None and not mesh_voxel_size > 0:
+        raise ValueError(f"mesh_voxel_size must be > 0; got {mesh_voxel_size}")
+    if scale_anchor not in ("first", "cameras"):
+        raise ValueError(f"scale_anchor must be 'first' or 'cameras'; got {scale_anchor!r}")
+    F = _check_frames(frames)
+    T, _, H, W = F.shape
+    cams = camera_arrays(trajectory, num_frames=T, height=H, width=W, name="trajectory")
+    ref_xyz = None
+    if reference_points is not None:
+        ref_xyz = as_numpy(reference_points.xyz if hasattr(reference_points, "xyz") else reference_points)
+        if ref_xyz.ndim != 2 or ref_xyz.shape[1] != 3 or ref_xyz.shape[0] == 0:
+            raise ValueError(f"reference_points must be a PointCloud or non-empty (M,3); got shape {ref_xyz.shape}")
+    D, valid = _resolve_depth(depth, F, progress)
+
+    fused = fuse_depth_maps(F, D, cams, valid, align=align_depth, anchor=scale_anchor, reference_xyz=ref_xyz,
+                            voxel_size=voxel_size, outlier_std_ratio=outlier_std_ratio)
+    D_al = D * fused.scales[:, None, None]
+    xyz, rgb, normals = fused.xyz, fused.rgb, fused.normals
+    mesh = field_obj = None
+    metrics: dict[str, float] = {}
+    if method == "mesh":
+        if mesh_method == "poisson":
+            from .mesh import poisson_mesh
+
+            mesh = poisson_mesh(xyz, rgb, normals)
+        else:
+            from .mesh import mesh_from_tsdf, tsdf_fusion
+
+            fv = voxel_size if voxel_size is not None else float(
+                np.linalg.norm(xyz.max(0) - xyz.min(0)) * 0.0025)
+            mv = mesh_voxel_size if mesh_voxel_size is not None else 2.0 * fv
+            margin = 4 * mv
+            vol = tsdf_fusion(F, D_al, cams, voxel_size=mv, bounds=(xyz.min(0) - margin, xyz.max(0) + margin),
+                              surface_points=xyz)
+            mesh = mesh_from_tsdf(vol)
+        metrics["num_vertices"] = float(len(mesh.vertices))
+        metrics["num_faces"] = float(len(mesh.faces))
+    elif method == "neural_field":
+        from .neural_field import GaussianField
+
+        field_obj = GaussianField.from_points(xyz, rgb, **(field_kwargs or {}).get("init", {}))
+        train_kw = {k: v for k, v in (field_kwargs or {}).items() if k != "init"}
+        field_obj.fit(torch.from_numpy(F).float(), cams, iterations=field_iterations, progress=progress, **train_kw)
+        xyz, rgb = field_obj.points()
+        # PCA normals of the Gaussian centres, oriented toward the nearest camera
+        centers = cams.centers
+        nearest = centers[np.argmin(((xyz[:, None] - centers[None]) ** 2).sum(-1), axis=1)] if len(xyz) else xyz
+        normals = estimate_normals(xyz, toward=nearest - xyz)
+    if compute_metrics:
+        metrics["num_points"] = float(xyz.shape[0])
+        if method == "neural_field":
+            ps = [masked_psnr(as_numpy(field_obj.render(cams, t)), F[t]) for t in range(T)]
+            metrics["reprojection_psnr"] = float(np.mean(ps))
+        else:
+            if method == "mesh":
+                vx = np.asarray(mesh.vertices, dtype=np.float64)
+                vc = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+                p, s = _splat_psnr(vx, vc, F, cams, D_al)
+            else:
+                p, s = _splat_psnr(xyz, rgb, F, cams, D_al)
+            metrics["reprojection_psnr"] = p
+            metrics["reprojection_ssim"] = s
+        if T > 1:
+            cons = reprojection_psnr(F, D_al, cams)
+            metrics["frame_consistency_psnr"] = cons["reprojection_psnr"]
+            metrics["frame_consistency_valid_fraction"] = cons["reprojection_valid_fraction"]
+    return Reconstruction(points=_to_tensor(xyz), colors=_to_tensor(rgb), normals=_to_tensor(normals),
+                          cameras=trajectory, method=method, mesh=mesh, field=field_obj, depths=_to_tensor(D_al),
+                          depth_scales=torch.as_tensor(fused.scales, dtype=torch.float64), quality_metrics=metrics)
