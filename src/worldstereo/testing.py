@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from worldstereo.sampling.unipc import DEFAULT_UNIPC_CONFIG
+
 __all__ = [
     "TINY_TRANSFORMER_CONFIG",
     "TINY_CONTROLNET_CONFIG",
@@ -122,33 +124,7 @@ TINY_VOCABULARY: tuple[str, ...] = tuple(
     "sky light lights moving moves forward backward left right up down view garden city night day "
     "water mountain road car table window door wall floor red green blue".split())
 
-_UNIPC_CONFIG: dict[str, Any] = {
-    "_class_name": "UniPCMultistepScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "beta_schedule": "linear",
-    "trained_betas": None,
-    "solver_order": 2,
-    "prediction_type": "flow_prediction",
-    "thresholding": False,
-    "dynamic_thresholding_ratio": 0.995,
-    "sample_max_value": 1.0,
-    "predict_x0": True,
-    "solver_type": "bh2",
-    "lower_order_final": True,
-    "disable_corrector": [],
-    "solver_p": None,
-    "use_karras_sigmas": False,
-    "use_exponential_sigmas": False,
-    "use_beta_sigmas": False,
-    "use_flow_sigmas": True,
-    "flow_shift": 3.0,
-    "timestep_spacing": "linspace",
-    "steps_offset": 0,
-    "final_sigmas_type": "zero",
-    "rescale_betas_zero_snr": False,
-}
+_UNIPC_CONFIG: dict[str, Any] = {"_class_name": "UniPCMultistepScheduler", **DEFAULT_UNIPC_CONFIG}
 
 VARIANTS = ("worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd")
 

@@ -15,7 +15,13 @@ from worldstereo.models.checkpoint import (
 )
 from worldstereo.models.transformer import WorldStereoTransformer
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only in this module (restored afterwards, so other modules keep autograd)."""
+    with torch.no_grad():
+        yield
 
 
 @pytest.fixture(scope="module")

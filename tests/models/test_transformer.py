@@ -7,7 +7,13 @@ from diffusers import WanTransformer3DModel
 from tests.models._tiny import inputs, randomize_, shared_docs_dir, tiny_config
 from worldstereo.models.transformer import WorldStereoTransformer
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only in this module (restored afterwards, so other modules keep autograd)."""
+    with torch.no_grad():
+        yield
 
 
 def _reference_listing(model_class: str) -> list[tuple[str, list[int]]]:

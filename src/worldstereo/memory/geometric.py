@@ -25,6 +25,7 @@ from ..camera.keyframes import sample_align_nframe
 from ..geometry.lifting import lift_depth
 from ..geometry.pointcloud import PointCloud
 from ..io.image import rescale_intrinsics, resize_image
+from ._cameras import per_frame_cameras
 
 __all__ = ["GeometricRender", "GlobalGeometricMemory", "UPDATE_FREQUENCIES"]
 
@@ -281,16 +282,7 @@ class GlobalGeometricMemory:
         if fr.ndim != 4 or fr.shape[1] != 3 or not fr.is_floating_point():
             raise ValueError(f"frames: expected float (T,3,H,W) in [0,1], got {tuple(fr.shape)} {fr.dtype}")
         T, _, H, W = fr.shape
-        w = torch.as_tensor(w2c, dtype=torch.float64)
-        if w.ndim == 2:
-            w = w.unsqueeze(0)
-        if w.shape != (T, 4, 4):
-            raise ValueError(f"w2c: expected ({T},4,4) (one pose per frame), got {tuple(w.shape)}")
-        Kt = torch.as_tensor(K, dtype=torch.float64)
-        if Kt.ndim == 2:
-            Kt = Kt.unsqueeze(0).expand(T, 3, 3)
-        if Kt.shape != (T, 3, 3):
-            raise ValueError(f"K: expected ({T},3,3) or (3,3), got {tuple(Kt.shape)}")
+        w, Kt = per_frame_cameras(w2c, K, T)
         if depths is None and depth_estimator is None:
             raise ValueError("depth_estimator/depths: give one of them (depth of the new frames)")
         if depths is not None:

@@ -26,6 +26,7 @@ from torch import Tensor
 from ..camera.keyframes import sample_align_nframe
 from ..io.atomic import atomic_open
 from ..io.image import load_image, rescale_intrinsics, resize_image, save_image
+from ._cameras import per_frame_cameras
 from .retrieval import CameraSelector, ImageFeatureFn, RetrievalResult, retrieve
 
 __all__ = ["MemoryEntry", "References", "SpatialStereoMemory"]
@@ -233,16 +234,7 @@ class SpatialStereoMemory:
         n = imgs.shape[0]
         if not torch.isfinite(imgs).all():
             raise ValueError("images: contains NaN or infinite values")
-        w = torch.as_tensor(w2c, dtype=torch.float64)
-        if w.ndim == 2:
-            w = w.unsqueeze(0)
-        if w.shape != (n, 4, 4):
-            raise ValueError(f"w2c: expected ({n},4,4) world-to-camera matrices (one per image), got {tuple(w.shape)}")
-        k = torch.as_tensor(K, dtype=torch.float64)
-        if k.ndim == 2:
-            k = k.unsqueeze(0).expand(n, 3, 3)
-        if k.shape != (n, 3, 3):
-            raise ValueError(f"K: expected ({n},3,3) or (3,3) intrinsics, got {tuple(k.shape)}")
+        w, k = per_frame_cameras(w2c, K, n)
         if not (torch.isfinite(w).all() and torch.isfinite(k).all()):
             raise ValueError("w2c/K: contain non-finite values")
         if names is None:
