@@ -328,6 +328,8 @@ def tiny_folder(tmp_path_factory):
         (dict(model_path=3), TypeError, "model_path"),
         (dict(device="not-a-device"), ValueError, "device"),
         (dict(torch_dtype=torch.int8), ValueError, "torch_dtype"),
+        (dict(enable_xformers="yes"), TypeError, "enable_xformers"),
+        (dict(enable_cpu_offload=1), TypeError, "enable_cpu_offload"),
     ],
 )
 def test_pipeline_class_bad_arguments(tiny_folder, kwargs, exc, match):

@@ -662,6 +662,9 @@ class WorldStereoPipeline:
             raise ValueError(f"device: not a valid torch device: {device!r}") from exc
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError('device: CUDA was requested but is not available on this machine; pass device="cpu"')
+        for name, flag in (("enable_xformers", enable_xformers), ("enable_cpu_offload", enable_cpu_offload)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected a bool, got {flag!r}")
         if torch_dtype not in (torch.float16, torch.bfloat16, torch.float32):
             raise ValueError(f"torch_dtype: expected torch.float16, torch.bfloat16 or torch.float32, got {torch_dtype}")
         if dev.type == "cpu" and torch_dtype == torch.float16:

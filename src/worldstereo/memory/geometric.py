@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..camera.keyframes import sample_align_nframe
+from ..depth.align import align_depth_scale
 from ..geometry.lifting import lift_depth
 from ..geometry.pointcloud import PointCloud
 from ..io.image import rescale_intrinsics, resize_image
@@ -62,16 +63,12 @@ def _default_renderer(points: PointCloud, w2c: Tensor, K: Tensor, height: int, w
 
 
 def _median_scale(depth: Tensor, reference: Tensor, mask: Tensor, min_pixels: int) -> float | None:
-    """Median of ``reference / depth`` over ``mask`` pixels where both are positive and finite,
-    after discarding ratios more than a factor 2 from a first median; ``None`` if too few pixels."""
-    d, r = depth.double(), reference.double()
-    valid = mask & torch.isfinite(d) & torch.isfinite(r) & (d > 0) & (r > 0)
-    if int(valid.sum()) < min_pixels:
+    """Scale of ``depth`` onto ``reference`` over ``mask`` (robust fit of
+    :func:`worldstereo.depth.align_depth_scale`); ``None`` when fewer than ``min_pixels`` overlap."""
+    try:
+        return align_depth_scale(depth, reference.to(depth.device), mask, method="robust", min_pixels=min_pixels)
+    except ValueError:
         return None
-    ratio = r[valid] / d[valid]
-    med = ratio.median()
-    inl = ratio[(ratio > med / 2) & (ratio < med * 2)]
-    return float((inl if inl.numel() >= min_pixels else ratio).median())
 
 
 class GlobalGeometricMemory:
