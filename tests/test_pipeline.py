@@ -359,3 +359,23 @@ def test_pipeline_class_cpu_fallbacks_and_methods(tiny_folder, caplog):
     video = pipe.generate_video(_image(), _traj(4, distance=0.2), num_frames=4, height=H, width=W,
                                 num_inference_steps=1, seed=0, depth_estimator=_depth())
     assert video.shape == (4, 3, H, W)
+
+
+def test_generate_video_under_model_cpu_offload_is_unchanged(monkeypatch):
+    """The offload hooks (exercised with the CPU standing in for the accelerator) leave the result
+    bit-identical and every component, the ControlNet included, is swapped in during generation."""
+    import worldstereo.optimization as opt
+
+    monkeypatch.setattr(opt, "_accelerator_available", lambda: True)
+    model = tiny_model("worldstereo-memory")
+    kw = dict(num_frames=4, height=H, width=W, num_inference_steps=1, seed=0, depth_estimator=_depth())
+    expected = generate_video(model, _image(), _traj(4, distance=0.2), **kw)
+    handle = opt.enable_model_cpu_offload(model, device="cpu")
+    try:
+        assert opt.execution_device(model) == torch.device("cpu")
+        got = generate_video(model, _image(), _traj(4, distance=0.2), **kw)
+        visited = {name for action, name in handle.history if action == "load"}
+    finally:
+        handle.remove()
+    assert torch.equal(expected, got)
+    assert {"text_encoder", "image_encoder", "vae", "transformer", "controlnet"} <= visited

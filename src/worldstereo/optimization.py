@@ -22,7 +22,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ["ModelOffloadHandle", "enable_model_cpu_offload", "enable_xformers_memory_efficient_attention"]
+__all__ = [
+    "ModelOffloadHandle",
+    "enable_model_cpu_offload",
+    "enable_xformers_memory_efficient_attention",
+    "execution_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -357,3 +362,15 @@ def enable_model_cpu_offload(model: nn.Module, device: str | torch.device | None
     object.__setattr__(model, _HANDLE_ATTR, handle)
     logger.info("model CPU offload enabled on %s for: %s", exec_device, ", ".join(c.name for c in comps))
     return handle
+
+
+def execution_device(model: nn.Module) -> torch.device:
+    """Device the model computes on: the accelerator of :func:`enable_model_cpu_offload` when
+    offload is enabled (its weights then rest on the CPU), else the device of its parameters."""
+    handle = getattr(model, _HANDLE_ATTR, None)
+    if isinstance(handle, ModelOffloadHandle):
+        return handle.execution_device
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(model.parameters()).device

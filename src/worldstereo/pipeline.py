@@ -357,7 +357,9 @@ def generate_video(
     t1 = time.perf_counter()
 
     # -- conditioning ----------------------------------------------------------------------
-    device, dtype = model.device, model.dtype
+    from .optimization import execution_device
+
+    device, dtype = execution_device(model), model.dtype
     with torch.no_grad():
         cond_image = _to_model_space(image)[None].to(device)
         condition = model.prepare_image_condition(cond_image, num_frames).float()
