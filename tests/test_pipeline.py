@@ -73,7 +73,6 @@ class _Recorder:
 
 
 def test_generate_video_shape_range_seed_and_callback(memory_model, tmp_path):
-    traj = _traj(16, distance=0.3)
     steps: list[tuple[int, int]] = []
     kw = dict(num_frames=16, height=64, width=64, num_inference_steps=2, depth_estimator=torch.ones(64, 64) * 2)
     traj64 = CameraTrajectory.forward(distance=0.3, num_frames=16, height=64, width=64)
@@ -90,7 +89,6 @@ def test_generate_video_shape_range_seed_and_callback(memory_model, tmp_path):
     assert torch.equal(v1, v2)
     v3 = generate_video(memory_model, _image(0, 64, 64), traj64, seed=8, **kw)
     assert not torch.equal(v1, v3)
-    del traj
 
 
 def test_output_formats(camera_model, tmp_path):
@@ -174,7 +172,6 @@ def test_spatial_memory_switch_uses_condition_view_only(memory_model):
 @pytest.mark.parametrize("shared", [True, False])
 def test_multi_view_shared_memory_references(memory_model, shared):
     rec = _Recorder(memory_model)
-    mems = []
     kw = dict(num_frames=6, height=H, width=W, num_inference_steps=1, seed=0, depth_estimator=_depth())
     trajs = [_traj(6, "right", distance=0.4), _traj(6, "right", distance=0.5)]
     try:
