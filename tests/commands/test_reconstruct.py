@@ -6,13 +6,17 @@ import pytest
 import torch
 import trimesh
 
+from tests.reconstruction._scene import ground_truth_points, render_views, ring_cameras
 from worldstereo.commands import UsageError
 from worldstereo.commands import reconstruct as cmd
 from worldstereo.io.image import save_image
 from worldstereo.reconstruction._common import camera_arrays
-from worldstereo.reconstruction.export import read_colmap_text, write_colmap_text, write_worldmirror
+from worldstereo.reconstruction.export import (
+    read_colmap_text,
+    write_colmap_text,
+    write_worldmirror,
+)
 from worldstereo.reconstruction.metrics import point_cloud_scores
-from tests.reconstruction._scene import ground_truth_points, render_views, ring_cameras
 
 
 def _parse(argv):

@@ -3,7 +3,8 @@
 Room: inside of the box [-3,3] x [-2,1.5] x [-3,3] (y down, so the floor is y = 1.5), a sphere of
 radius 0.6 at the origin and an axis-aligned box. Colours are smooth procedural functions of the 3D
 position, so renders at any resolution are exact point samples of the same texture.
-Cameras: OpenCV w2c looking at the origin from a ring around it.
+Cameras: OpenCV w2c looking at the origin from a ring around it. Pixel (row r, column c) is sampled
+at its centre ``(c + 0.5, r + 0.5)`` (the library convention), so ``cx = W/2`` is the image centre.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ ROOM_MIN = np.array([-3.0, -2.0, -3.0])
 ROOM_MAX = np.array([3.0, 1.5, 3.0])
 
 
-def look_at_w2c(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, -1.0, 0.0])) -> np.ndarray:
-    """OpenCV w2c of a camera at ``eye`` looking at ``target`` (image y points along -up)."""
+def look_at_w2c(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
+    """OpenCV w2c of a camera at ``eye`` looking at ``target`` (image y points along -up; default up = -y)."""
+    up = np.array([0.0, -1.0, 0.0]) if up is None else up
     z = target - eye
     z = z / np.linalg.norm(z)
     x = np.cross(z, up)  # right = forward x up (with up = -y this gives +x right for forward +z)
@@ -42,7 +44,7 @@ def ring_cameras(n: int, *, radius: float = 2.2, height: float = -0.3, arc_deg: 
     w2c = np.stack([look_at_w2c(np.array([radius * np.cos(a), height, radius * np.sin(a)]),
                                 np.array([0.0, 0.2, 0.0])) for a in angles])
     f = 0.5 * size / np.tan(np.deg2rad(fov_deg) / 2)
-    K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1.0]])
+    K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
     return make_trajectory(w2c, np.broadcast_to(K, (n, 3, 3)).copy(), size, size)
 
 
@@ -78,7 +80,7 @@ def _box_hit(o: np.ndarray, d: np.ndarray, bmin: np.ndarray, bmax: np.ndarray, i
 
 def cast(w2c: np.ndarray, K: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Ray-cast one view; returns (image (3,H,W) in [0,1], z-depth (H,W))."""
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5  # pixel centres
     dirs_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
     c2w = np.linalg.inv(w2c)
     d = dirs_cam @ c2w[:3, :3].T
@@ -114,13 +116,11 @@ def ground_truth_points(cams, factor: int = 2) -> np.ndarray:
     """Exact surface points seen by the cameras, ray-cast at ``factor`` x the resolution."""
     w2c = np.asarray(cams.w2c, dtype=np.float64)
     K = np.asarray(cams.K, dtype=np.float64).copy()
-    K[:, :2] *= factor
-    K[:, 0, 2] = (cams.width * factor - 1) / 2
-    K[:, 1, 2] = (cams.height * factor - 1) / 2
+    K[:, :2] *= factor  # pixel-centre convention: scaling the whole K keeps the same field of view
     pts = []
     for i in range(w2c.shape[0]):
         _, depth = cast(w2c[i], K[i], cams.height * factor, cams.width * factor)
-        v, u = np.mgrid[0:depth.shape[0], 0:depth.shape[1]].astype(np.float64)
+        v, u = np.mgrid[0:depth.shape[0], 0:depth.shape[1]].astype(np.float64) + 0.5
         cam = np.stack([(u - K[i, 0, 2]) / K[i, 0, 0] * depth, (v - K[i, 1, 2]) / K[i, 1, 1] * depth, depth], -1)
         c2w = np.linalg.inv(w2c[i])
         pts.append(cam.reshape(-1, 3) @ c2w[:3, :3].T + c2w[:3, 3])

@@ -49,6 +49,9 @@ def test_transforms_json_round_trip(tmp_path, cams):
     c2w_cv = np.linalg.inv(camera_arrays(cams).w2c[0])
     # OpenGL: camera looks along -z, i.e. the OpenCV +z axis negated
     np.testing.assert_allclose(c2w_gl[:3, 2], -c2w_cv[:3, 2], atol=1e-6)
+    # nerfstudio puts pixel centres at +0.5 like the library: cx/cy are written unshifted
+    K0 = camera_arrays(cams).K[0]
+    assert doc["frames"][0]["cx"] == pytest.approx(K0[0, 2]) and doc["frames"][0]["cy"] == pytest.approx(K0[1, 2])
     try:
         from worldstereo.camera import CameraTrajectory
         other = CameraTrajectory.from_transforms_json(path)
@@ -67,9 +70,14 @@ def test_colmap_round_trip(tmp_path, cams):
     np.testing.assert_allclose(p2, pts, atol=1e-12)
     np.testing.assert_allclose(c2, np.round(cols * 255) / 255, atol=1e-9)
     # COLMAP convention: qvec/tvec are world-to-camera, the camera centre is -R^T t
-    line = [ln for ln in (tmp_path / "images.txt").read_text().splitlines() if ln and not ln.startswith("#")][0]
+    line = next(ln for ln in (tmp_path / "images.txt").read_text().splitlines() if ln and not ln.startswith("#"))
     t = np.array([float(x) for x in line.split()[5:8]])
     np.testing.assert_allclose(t, camera_arrays(cams).w2c[0, :3, 3], atol=1e-9)
+    # COLMAP's top-left pixel centre is (0.5, 0.5), as in the library: PINHOLE fx fy cx cy = K, unshifted
+    cam_line = next(ln for ln in (tmp_path / "cameras.txt").read_text().splitlines() if ln and not ln.startswith("#"))
+    K0 = camera_arrays(cams).K[0]
+    np.testing.assert_allclose([float(x) for x in cam_line.split()[4:8]], [K0[0, 0], K0[1, 1], K0[0, 2], K0[1, 2]],
+                               rtol=1e-6)
 
 
 def test_worldmirror_round_trip(tmp_path, cams):

@@ -23,8 +23,9 @@ def test_unproject_project_round_trip():
     pts, idx = unproject(depth, K, w2c)
     u, v, z = project(pts, K, w2c)
     np.testing.assert_allclose(z, depth.ravel()[idx], rtol=1e-10)
-    np.testing.assert_allclose(u, idx % 24, atol=1e-9)
-    np.testing.assert_allclose(v, idx // 24, atol=1e-9)
+    # pixel (r, c) is lifted at its centre (c + 0.5, r + 0.5)
+    np.testing.assert_allclose(u, idx % 24 + 0.5, atol=1e-9)
+    np.testing.assert_allclose(v, idx // 24 + 0.5, atol=1e-9)
 
 
 def test_voxel_down_sample_averages_per_voxel():

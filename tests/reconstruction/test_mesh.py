@@ -6,10 +6,12 @@ from worldstereo.reconstruction._common import CameraArrays
 from worldstereo.reconstruction.mesh import mesh_from_tsdf, poisson_mesh, tsdf_fusion
 
 
-def _plane_views():
-    """Two cameras looking down +z at the plane z = 2 (colour = red) from x = -0.2 and x = +0.2."""
+def _plane_views(c: float = 16.0):
+    """Two cameras looking down +z at the plane z = 2 (colour = red) from x = -0.2 and x = +0.2.
+
+    ``c`` = cx = cy; 16 = W/2 puts the optical axis through the image centre."""
     H = W = 32
-    K = np.array([[30.0, 0, 15.5], [0, 30.0, 15.5], [0, 0, 1]])
+    K = np.array([[30.0, 0, c], [0, 30.0, c], [0, 0, 1]])
     w2c = np.tile(np.eye(4), (2, 1, 1))
     w2c[0, 0, 3], w2c[1, 0, 3] = 0.2, -0.2  # camera centres at x = -0.2 / +0.2
     depth = np.full((2, H, W), 2.0)
@@ -19,8 +21,9 @@ def _plane_views():
 
 
 @pytest.mark.parametrize("sparse", [False, True])
-def test_tsdf_plane_is_recovered(sparse):
-    frames, depth, cams = _plane_views()
+@pytest.mark.parametrize("c", [16.0, 15.5])  # 15.5: frustum edges cut the voxel grid right at the surface
+def test_tsdf_plane_is_recovered(sparse, c):
+    frames, depth, cams = _plane_views(c)
     surf = np.array([[x, y, 2.0] for x in np.linspace(-1, 1, 41) for y in np.linspace(-1, 1, 41)]) if sparse else None
     bounds = (np.array([-1.5, -1.5, 1.5]), np.array([1.5, 1.5, 2.5]))
     vol = tsdf_fusion(frames, depth, cams, voxel_size=0.05, bounds=bounds,

@@ -134,7 +134,7 @@ def test_reprojection_of_exact_scene_is_consistent(scene):
     res = reprojection_psnr(frames, depth, scene["cams"])
     assert res["reprojection_psnr"] > 35 and res["reprojection_valid_fraction"] > 0.4
     cams = camera_arrays(scene["cams"])
-    warped, valid = warp_frame(frames[1], depth[1], depth[0], cams.K[1], cams.w2c[1], cams.K[0], cams.w2c[0])
+    _, valid = warp_frame(frames[1], depth[1], depth[0], cams.K[1], cams.w2c[1], cams.K[0], cams.w2c[0])
     assert valid.mean() > 0.4
     # a wrong depth scale breaks consistency
     bad = reprojection_psnr(frames, depth * np.linspace(1, 1.5, 8)[:, None, None], scene["cams"])

@@ -15,7 +15,10 @@ K = torch.tensor([[20.0, 0, 7.5], [0, 20.0, 6.5], [0, 0, 1]])
 
 
 def _brute_force(means, sigmas, colors, opac, K, H, W, R, bg):
-    """Per-pixel loop: composite every Gaussian whose footprint covers the pixel, front to back."""
+    """Per-pixel loop: composite every Gaussian whose footprint covers the pixel, front to back.
+
+    Pixel (row y, column x) is evaluated at its centre (x + 0.5, y + 0.5); a Gaussian's footprint is
+    the (2R+1)^2 pixels around the pixel that contains its projected centre (floor(u), floor(v))."""
     img = np.zeros((3, H, W))
     z = means[:, 2]
     u = K[0, 0] * means[:, 0] / z + K[0, 2]
@@ -26,9 +29,9 @@ def _brute_force(means, sigmas, colors, opac, K, H, W, R, bg):
         for x in range(W):
             T, c = 1.0, np.zeros(3)
             for g in order:
-                if abs(x - np.round(u[g])) > R or abs(y - np.round(v[g])) > R:
+                if abs(x - np.floor(u[g])) > R or abs(y - np.floor(v[g])) > R:
                     continue
-                a = opac[g] * np.exp(-0.5 * ((x - u[g]) ** 2 + (y - v[g]) ** 2) / s[g] ** 2)
+                a = opac[g] * np.exp(-0.5 * ((x + 0.5 - u[g]) ** 2 + (y + 0.5 - v[g]) ** 2) / s[g] ** 2)
                 if a < 1 / 255:
                     continue
                 a = min(a, 0.99)
@@ -74,7 +77,7 @@ def test_render_depth_and_occlusion():
     means = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0]])
     f = GaussianField(means, torch.tensor([0.05, 0.05]), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]),
                       torch.tensor([0.999, 0.999]))
-    Kc = np.array([[20.0, 0, 8.0], [0, 20.0, 7.0], [0, 0, 1]])  # centre exactly on pixel (8, 7)
+    Kc = np.array([[20.0, 0, 8.5], [0, 20.0, 7.5], [0, 0, 1]])  # axis through the centre of pixel (row 7, col 8)
     cam = make_trajectory(np.eye(4)[None], Kc[None], 14, 16)
     img, depth, acc = f.render(cam, 0, return_depth=True)
     c = img[:, 7, 8]

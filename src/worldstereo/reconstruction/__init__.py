@@ -3,7 +3,9 @@ quality metrics, standard exports and a static HTML viewer.
 
 Entry point: :func:`reconstruct` -> :class:`Reconstruction` (also a read-only mapping with the keys
 ``reconstruct_3d`` documents). Conventions: cameras are ``CameraTrajectory`` (w2c OpenCV 4x4, K in
-pixels of the frames), frames (T,3,H,W) float in [0,1], depth z-depth in scene units.
+pixels of the frames), frames (T,3,H,W) float in [0,1], depth z-depth in scene units; pixel (row r,
+column c) has its centre at image coordinates ``(c + 0.5, r + 0.5)`` like everywhere in the library
+(and in COLMAP / nerfstudio exports, which therefore store ``K`` unshifted).
 """
 
 from .api import METHODS, Reconstruction, reconstruct
@@ -20,7 +22,12 @@ from .export import (
     write_transforms_json,
     write_worldmirror,
 )
-from .fusion import align_depth_scales, estimate_normals, fuse_depth_maps, statistical_outlier_removal
+from .fusion import (
+    align_depth_scales,
+    estimate_normals,
+    fuse_depth_maps,
+    statistical_outlier_removal,
+)
 from .mesh import mesh_from_tsdf, tsdf_fusion
 from .metrics import (
     camera_pose_errors,

@@ -1,9 +1,14 @@
 """Small private helpers shared by the reconstruction modules.
 
 Conventions: ``w2c`` is world-to-camera 4x4 with OpenCV axes (x right, y down, z forward); ``K`` is a
-3x3 pixel intrinsic matrix of the image it describes; pixel centres are at integer coordinates
-``(u, v)`` with ``u`` the column and ``v`` the row (the same convention as the point renderer).
-All geometry here runs in float64 NumPy; public functions convert at their boundaries.
+3x3 pixel intrinsic matrix of the image it describes; image coordinates are ``(u, v)`` with ``u``
+along the columns and ``v`` along the rows, and the centre of pixel (row r, column c) is at
+``(u, v) = (c + 0.5, r + 0.5)`` — the convention of the whole library (``worldstereo.geometry.lifting``,
+the point renderer, the procedural scenes) and of COLMAP / nerfstudio. So ``cx = W/2`` puts the optical
+axis through the image centre, and a point projecting to ``(u, v)`` lies in pixel
+``(floor(v), floor(u))``; bilinear sampling at ``(u, v)`` interpolates between the pixel centres
+(``align_corners=False`` semantics). All geometry here runs in float64 NumPy; public functions
+convert at their boundaries.
 """
 
 from __future__ import annotations
@@ -121,7 +126,9 @@ def camera_arrays(trajectory: Any, *, num_frames: int | None = None, height: int
 
 def unproject(depth: np.ndarray, K: np.ndarray, w2c: np.ndarray,
               mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Lift a z-depth map to world points.
+    """Lift a z-depth map to world points (pixel (r, c) is lifted at its centre ``(c + 0.5, r + 0.5)``).
+
+    Same points as ``worldstereo.geometry.lifting.unproject_depth`` (which it calls, in float64).
 
     Args:
         depth: (H,W) z-depth (distance along the optical axis); <= 0 or non-finite = invalid.
@@ -131,19 +138,20 @@ def unproject(depth: np.ndarray, K: np.ndarray, w2c: np.ndarray,
     Returns:
         (points (M,3) world float64, flat pixel indices (M,) into the H*W raster).
     """
-    H, W = depth.shape
+    from worldstereo.geometry.lifting import unproject_depth
+
+    if depth.ndim != 2:
+        raise ValueError(f"depth must have shape (H,W); got {tuple(depth.shape)}")
     valid = np.isfinite(depth) & (depth > 0)
     if mask is not None:
         valid &= mask.astype(bool)
     idx = np.flatnonzero(valid.ravel())
-    z = depth.ravel()[idx]
-    u = (idx % W).astype(np.float64)
-    v = (idx // W).astype(np.float64)
-    x = (u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) / K[0, 0] * z
-    y = (v - K[1, 2]) / K[1, 1] * z
-    cam = np.stack([x, y, z], axis=1)
-    c2w = np.linalg.inv(w2c)
-    return cam @ c2w[:3, :3].T + c2w[:3, 3], idx
+    if idx.size == 0:
+        return np.zeros((0, 3)), idx
+    # the library's lifting (pixel centres at (c + 0.5, r + 0.5)), in float64, on the valid pixels only
+    d = torch.from_numpy(np.where(valid, depth, 0.0).astype(np.float64))
+    pts = unproject_depth(d, torch.from_numpy(np.asarray(K, np.float64)), torch.from_numpy(np.asarray(w2c, np.float64)))
+    return pts.numpy()[idx], idx
 
 
 def project(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,15 +167,20 @@ def project(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> tuple[np.ndar
 
 def zbuffer_splat(points: np.ndarray, K: np.ndarray, w2c: np.ndarray, height: int, width: int,
                   *, near: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest-point z-buffer of points projected to their nearest pixel (1-pixel splats).
+    """Nearest-point z-buffer of points projected to the pixel that contains them (1-pixel splats).
+
+    A point projecting to ``(u, v)`` lands in pixel (row ``floor(v)``, column ``floor(u)``), i.e. the
+    pixel whose centre ``(c + 0.5, r + 0.5)`` is nearest; a point lifted from a pixel centre with
+    :func:`unproject` therefore lands back in its own pixel.
 
     Returns:
         (zbuf (H,W) float64 with +inf where no point lands, owner (H,W) int64 index of the winning
         point or -1).
     """
     u, v, z = project(points, K, w2c)
-    ui = np.rint(u)
-    vi = np.rint(v)
+    with np.errstate(invalid="ignore"):
+        ui = np.floor(u)
+        vi = np.floor(v)
     ok = (z > near) & np.isfinite(ui) & np.isfinite(vi) & (ui >= 0) & (ui < width) & (vi >= 0) & (vi < height)
     flat = (vi[ok] * width + ui[ok]).astype(np.int64)
     zs = z[ok]

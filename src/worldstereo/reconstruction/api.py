@@ -1,4 +1,10 @@
-"""High-level 3D reconstruction from posed frames: :func:`reconstruct` -> :class:`Reconstruction`."""
+"""High-level 3D reconstruction from posed frames: :func:`reconstruct` -> :class:`Reconstruction`.
+
+Conventions: cameras w2c OpenCV 4x4 with K in pixels; depth is z-depth; pixel (row r, column c) has its
+centre at image coordinates ``(c + 0.5, r + 0.5)`` (the library convention: a point projecting to
+``(u, v)`` lies in pixel (``floor(v)``, ``floor(u)``)); depth maps of another size are resampled to
+the frames with pixel-centre nearest-neighbour sampling.
+"""
 
 from __future__ import annotations
 
@@ -132,8 +138,8 @@ def _resolve_depth(depth: Any, frames: np.ndarray, progress: bool) -> tuple[np.n
     if d.shape[1:] != (H, W):
         t_d = torch.from_numpy(np.where(valid, d, 0.0))[:, None].float()
         t_v = torch.from_numpy(valid.astype(np.float32))[:, None]
-        d = torch.nn.functional.interpolate(t_d, size=(H, W), mode="nearest")[:, 0].double().numpy()
-        valid = torch.nn.functional.interpolate(t_v, size=(H, W), mode="nearest")[:, 0].numpy() > 0.5
+        d = torch.nn.functional.interpolate(t_d, size=(H, W), mode="nearest-exact")[:, 0].double().numpy()
+        valid = torch.nn.functional.interpolate(t_v, size=(H, W), mode="nearest-exact")[:, 0].numpy() > 0.5
     return np.where(valid, d, 0.0), valid & (d > 0)
 
 

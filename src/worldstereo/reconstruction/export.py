@@ -15,8 +15,9 @@ Formats:
       [{"camera_id", "matrix": c2w 4x4}], "intrinsics": [{"camera_id", "matrix": K 3x3}]}`` with
       ``images/<camera_id>.png``.
 
-COLMAP's pixel convention puts the centre of the top-left pixel at (0.5, 0.5), ours (and OpenCV's)
-at (0, 0); cx/cy are shifted by 0.5 on export and back on import.
+Pixel convention: the library puts the centre of pixel (row r, column c) at image coordinates
+``(c + 0.5, r + 0.5)`` (top-left pixel centre at (0.5, 0.5)), which is also COLMAP's and nerfstudio's
+convention, so ``K`` is written and read unchanged (no cx/cy shift) in every format.
 """
 
 from __future__ import annotations
@@ -216,8 +217,8 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
                       names: Sequence[str] | None = None, frames: Any = None) -> Path:
     """Write a COLMAP text model (``cameras.txt``, ``images.txt``, ``points3D.txt``) into ``out_dir``.
 
-    One PINHOLE camera per image (fx fy cx cy, with COLMAP's +0.5 pixel-centre shift); images are
-    named ``<name>.png`` (written to ``out_dir/images`` when ``frames`` are given). ``points`` (N,3)
+    One PINHOLE camera per image (fx fy cx cy, unchanged: COLMAP's pixel centres are at +0.5 like
+    ours); images are named ``<name>.png`` (written to ``out_dir/images`` when ``frames`` are given). ``points`` (N,3)
     and ``colors`` (N,3) [0,1] fill ``points3D.txt`` (empty tracks). Returns ``out_dir``.
     """
     cams = camera_arrays(cameras, name="cameras")
@@ -235,7 +236,7 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
         K = cams.K[i]
         if abs(K[0, 1]) > 1e-9:
             logger.warning("camera %d has skew %.3g; COLMAP PINHOLE drops it", i, K[0, 1])
-        prm = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]) + 0.5, float(K[1, 2]) + 0.5)
+        prm = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
         cam_lines.append(f"{i + 1} PINHOLE {cams.width} {cams.height} {' '.join(repr(x) for x in prm)}")
         q = _rotmat_to_qvec(cams.w2c[i, :3, :3])
         t = cams.w2c[i, :3, 3]
@@ -281,7 +282,7 @@ def read_colmap_text(model_dir: str | os.PathLike[str]) -> tuple[CameraArrays, l
             raise ValueError(f"{d / 'cameras.txt'}: unsupported camera model {model!r}")
         if model not in ("SIMPLE_PINHOLE", "PINHOLE"):
             logger.warning("COLMAP camera %d (%s): distortion ignored", cid, model)
-        cams[cid] = (w, h, np.array([[fx, 0, cx - 0.5], [0, fy, cy - 0.5], [0, 0, 1.0]]))
+        cams[cid] = (w, h, np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]))
     rows = []
     lines = [ln for ln in (d / "images.txt").read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
     k = 0

@@ -5,7 +5,8 @@ a reference point cloud) -> lifting with the known cameras -> voxel down-samplin
 outlier removal -> PCA normals oriented toward the observing cameras.
 
 Conventions: cameras are world-to-camera 4x4 (OpenCV axes); depth is z-depth in scene units; frames
-are float in [0, 1], shape (T,3,H,W).
+are float in [0, 1], shape (T,3,H,W); pixel (row r, column c) has its centre at image coordinates
+``(c + 0.5, r + 0.5)`` (the library convention).
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ class FusedPoints:
 
 
 def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear sample of (H,W) ``img`` at pixel coordinates (u = column, v = row); 0 outside.
+    """Bilinear sample of (H,W) ``img`` at image coordinates (u along columns, v along rows); 0 outside.
 
-    Samples touching an invalid (<= 0) texel return 0 so that depth edges do not blend.
+    Pixel (r, c) holds the value at its centre ``(c + 0.5, r + 0.5)`` (``align_corners=False``
+    semantics), so the four neighbours of ``(u, v)`` are those around ``(u - 0.5, v - 0.5)`` in index
+    space. Samples touching an invalid (<= 0) texel return 0 so that depth edges do not blend.
     """
     H, W = img.shape
+    u = np.asarray(u, dtype=np.float64) - 0.5
+    v = np.asarray(v, dtype=np.float64) - 0.5
     u0 = np.floor(u).astype(np.int64)
     v0 = np.floor(v).astype(np.int64)
     ok = (u0 >= 0) & (v0 >= 0) & (u0 + 1 < W) & (v0 + 1 < H)
@@ -116,7 +121,7 @@ def align_depth_scales(depths: np.ndarray, cams: CameraArrays, valid: np.ndarray
     """
     if anchor not in ("first", "cameras"):
         raise ValueError(f"anchor must be 'first' or 'cameras'; got {anchor!r}")
-    T, H, W = depths.shape
+    T = depths.shape[0]
     rng = np.random.default_rng(0)
     masked = depths if valid is None else np.where(valid, depths, 0.0)
 

@@ -1,7 +1,9 @@
 """Triangle meshes from posed depth maps: TSDF fusion + marching cubes (optional Open3D Poisson).
 
 Conventions: cameras w2c OpenCV 4x4, K in pixels of the (H,W) depth maps; depth is z-depth in scene
-units; colours (T,3,H,W) in [0,1]. Meshes are ``trimesh.Trimesh`` with uint8 RGBA vertex colours.
+units; colours (T,3,H,W) in [0,1]; pixel (row r, column c) has its centre at image coordinates
+``(c + 0.5, r + 0.5)`` (the library convention), so a voxel projecting to ``(u, v)`` reads pixel
+(``floor(v)``, ``floor(u)``). Meshes are ``trimesh.Trimesh`` with uint8 RGBA vertex colours.
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ def tsdf_fusion(frames: np.ndarray, depths: np.ndarray, cams: CameraArrays, *, v
         cam = torch.addmm(t, P, R.T)
         z = cam[:, 2]
         zs = z.clamp_min(1e-6)
-        u = torch.round((float(K[0, 0]) * cam[:, 0] + float(K[0, 1]) * cam[:, 1]) / zs + float(K[0, 2]))
-        v = torch.round(float(K[1, 1]) * cam[:, 1] / zs + float(K[1, 2]))
+        # the voxel projects into the pixel that contains it: column floor(u), row floor(v)
+        u = torch.floor((float(K[0, 0]) * cam[:, 0] + float(K[0, 1]) * cam[:, 1]) / zs + float(K[0, 2]))
+        v = torch.floor(float(K[1, 1]) * cam[:, 1] / zs + float(K[1, 2]))
         ok = (z > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
         sel = ok.nonzero().squeeze(1)
         pix = (v[sel] * W + u[sel]).long()
@@ -144,8 +147,11 @@ def mesh_from_tsdf(volume: TSDFVolume):
                                         allow_degenerate=False)
     idx = verts / volume.voxel_size
     # every vertex lies on a grid edge; keep faces whose vertices' edge end-voxels are all "good"
-    lo_i = np.clip(np.floor(idx + 1e-6).astype(np.int64), 0, np.array(good.shape) - 1)
-    hi_i = np.clip(np.ceil(idx - 1e-6).astype(np.int64), 0, np.array(good.shape) - 1)
+    # (marching_cubes returns float32 vertices: snap the on-grid coordinates before floor / ceil)
+    near = np.rint(idx)
+    snapped = np.where(np.abs(idx - near) < 1e-3, near, idx)
+    lo_i = np.clip(np.floor(snapped).astype(np.int64), 0, np.array(good.shape) - 1)
+    hi_i = np.clip(np.ceil(snapped).astype(np.int64), 0, np.array(good.shape) - 1)
     v_ok = good[tuple(lo_i.T)] & good[tuple(hi_i.T)]
     faces = faces[v_ok[faces].all(axis=1)]
     if faces.shape[0] == 0:

@@ -10,7 +10,9 @@
   optional Sim(3) alignment of the predicted centres onto the reference ones.
 * Images: masked PSNR / SSIM, and the re-projection PSNR of a frame warped into another with depth.
 
-Conventions: w2c OpenCV 4x4; K pixels; images (3,H,W) float [0,1]; all arrays float64 NumPy inside.
+Conventions: w2c OpenCV 4x4; K pixels; images (3,H,W) float [0,1]; pixel (row r, column c) has its
+centre at image coordinates ``(c + 0.5, r + 0.5)`` (the library convention) — warps lift pixel
+centres and sample bilinearly with ``align_corners=False`` semantics; all arrays float64 NumPy inside.
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ initialised from a fused point cloud and optimised photometrically on posed fram
 
 Rasteriser (exact front-to-back alpha compositing, no tiles): every Gaussian is projected with the
 pinhole camera (w2c OpenCV, K pixels) and splatted over a (2R+1)^2 pixel footprint around its
-projected centre, with pixel-space standard deviation ``f * sigma / z`` (clamped to [0.3, R/2] px)
-and alpha ``opacity * exp(-d^2 / (2 s^2))``. The (pixel, Gaussian) fragments with alpha >= 1/255 are
-sorted by pixel and depth; per pixel the transmittance ``T_k = prod_{j<k} (1 - alpha_j)`` is a
+projected centre (pixel (row r, column c) is evaluated at its centre ``(c + 0.5, r + 0.5)``, the
+library convention; the footprint is centred on the pixel that contains the projection), with
+pixel-space standard deviation ``f * sigma / z`` (clamped to [0.3, R/2] px) and alpha
+``opacity * exp(-d^2 / (2 s^2))``. The (pixel, Gaussian) fragments with alpha >= 1/255 are sorted by
+pixel and depth; per pixel the transmittance ``T_k = prod_{j<k} (1 - alpha_j)`` is a
 segmented exclusive cumulative sum of ``log(1 - alpha)``, and the colour is
 ``sum_k alpha_k T_k c_k + T_end * background``. Everything is differentiable with respect to centres,
 scales, colours and opacities; the cost is linear in the number of fragments, which makes 128x128
@@ -73,10 +75,10 @@ def rasterize_gaussians(means: Tensor, sigmas: Tensor, colors: Tensor, opacities
     off = torch.arange(-radius, radius + 1, device=dev, dtype=dt)
     oy, ox = torch.meshgrid(off, off, indexing="ij")
     ox, oy = ox.reshape(-1), oy.reshape(-1)
-    cu, cv = torch.round(u.detach()), torch.round(v.detach())
+    cu, cv = torch.floor(u.detach()), torch.floor(v.detach())  # pixel containing the projected centre
     px = cu[:, None] + ox[None]
     py = cv[:, None] + oy[None]
-    d2 = (px - u[:, None]) ** 2 + (py - v[:, None]) ** 2
+    d2 = (px + 0.5 - u[:, None]) ** 2 + (py + 0.5 - v[:, None]) ** 2  # distance to the pixel centres
     alpha = opacities[idx, None] * torch.exp(-0.5 * d2 / s_px[:, None] ** 2)
     ok = (px >= 0) & (px < width) & (py >= 0) & (py < height) & (alpha.detach() >= 1.0 / 255)
     gi, fi = ok.nonzero(as_tuple=True)  # gaussian-major order = depth order
