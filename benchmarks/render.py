@@ -2,7 +2,9 @@
 
 Compares, in the same run:
 
-* ``worldstereo.geometry.render`` (pinhole and equirectangular; footprint splatting + blending),
+* ``worldstereo.geometry.render`` (pinhole and equirectangular; footprint splatting + blending at the
+  pipeline's settings, and as a plain z-buffer with ``point_radius=0``, the like-for-like
+  comparison with Open3D's 1-pixel projection),
 * a straightforward numpy z-buffer baseline with the same footprint (``np.minimum.at`` over every
   (point, covered pixel) pair, then the nearest point's colour; no blending; timed on the first
   two frames only, it is slow),
@@ -17,14 +19,20 @@ Numbers depend on the machine and on its load; the script prints wall-clock and 
 time per frame (the CPU time is less sensitive to other processes on a shared machine). On a CPU
 shared with other busy processes, run with ``OMP_WAIT_POLICY=PASSIVE`` (the renderer issues a few
 hundred short parallel element-wise ops per frame; spinning OpenMP threads that lose their core
-make each of them wait for a scheduler time slice, which can slow it down 5-10x).
+make each of them wait for a scheduler time slice, which can slow it down 5-10x). On an idle
+machine leave it unset: there PASSIVE makes every parallel region wake a sleeping thread and the
+footprint renderer about 3x slower (measured 110-140 ms/frame instead of 40).
+Open3D may live outside the virtual environment: ``PYTHONPATH=/path/to/open3d python
+benchmarks/render.py``.
 """
 
 from __future__ import annotations
 
+import os
+
+
 import argparse
 import math
-import os
 import time
 from typing import Callable
 
@@ -103,6 +111,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--point-radius", type=float, default=0.008)
+    ap.add_argument("--points-per-pixel", type=int, default=8)
     ap.add_argument("--skip-baseline", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -115,10 +124,17 @@ def main() -> None:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     results: dict[str, tuple[float, float]] = {}
     results["worldstereo pinhole"] = timeit(
-        lambda: render_point_cloud(cloud, w2c, K, H, W, point_radius=args.point_radius), args.frames, args.repeats)
+        lambda: render_point_cloud(cloud, w2c, K, H, W, point_radius=args.point_radius,
+                                   points_per_pixel=args.points_per_pixel), args.frames, args.repeats)
     results["worldstereo equirect"] = timeit(
-        lambda: render_point_cloud_equirect(cloud, w2c, H, W, point_radius=args.point_radius), args.frames,
+        lambda: render_point_cloud_equirect(cloud, w2c, H, W, point_radius=args.point_radius,
+                                            points_per_pixel=args.points_per_pixel), args.frames,
         args.repeats)
+    # like-for-like with Open3D's 1-pixel projection: no footprint, nearest point per pixel
+    results["worldstereo pinhole, z-buffer (point_radius 0)"] = timeit(
+        lambda: render_point_cloud(cloud, w2c, K, H, W, point_radius=0.0), args.frames, args.repeats)
+    results["worldstereo equirect, z-buffer (point_radius 0)"] = timeit(
+        lambda: render_point_cloud_equirect(cloud, w2c, H, W, point_radius=0.0), args.frames, args.repeats)
     xyz, rgb = cloud.xyz.numpy().astype(np.float64), cloud.rgb.numpy()
     if not args.skip_baseline:
         results["numpy z-buffer baseline (pinhole)"] = timeit(
@@ -140,9 +156,15 @@ def main() -> None:
     except ImportError:
         print("open3d not importable: skipped")
     ours = results["worldstereo pinhole"][0]
-    print(f"{'renderer':48s} {'wall ms/frame':>14s} {'cpu ms/frame':>13s} {'wall / ours':>12s}")
+    print(f"{'renderer':48s} {'wall ms/frame':>14s} {'cpu ms/frame':>13s} {'wall / ours pinhole':>20s}")
     for name, (wall, cpu) in results.items():
-        print(f"{name:48s} {wall:14.1f} {cpu:13.1f} {wall / ours:12.2f}")
+        print(f"{name:48s} {wall:14.1f} {cpu:13.1f} {wall / ours:20.2f}")
+    o3d_key = "open3d project_to_rgbd_image (pinhole, 1 px)"
+    if o3d_key in results:
+        o3d_ms = results[o3d_key][0]
+        for name in ("worldstereo pinhole", "worldstereo equirect", "worldstereo pinhole, z-buffer (point_radius 0)",
+                     "worldstereo equirect, z-buffer (point_radius 0)"):
+            print(f"speed-up of {name} over Open3D: {o3d_ms / results[name][0]:.2f}x (> 1 = faster)")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,37 @@ def test_pinhole_footprint_and_nearest_point_wins() -> None:
     assert torch.allclose(out.depth[0, 0][far], torch.tensor(4.0))
 
 
+@pytest.mark.parametrize("equirect", [False, True])
+def test_zero_radius_is_a_plain_z_buffer(equirect: bool) -> None:
+    """point_radius=0: each point covers exactly the pixel containing its projection, the nearest
+    point of a pixel wins, every other pixel is a hole (checked against a per-point loop)."""
+    g = torch.Generator().manual_seed(3)
+    n, h, w = 3000, 24, 40
+    xyz = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([4.0, 3.0, 2.0]) + torch.tensor([0.0, 0.0, 3.0])
+    rgb = torch.rand(n, 3, generator=g)
+    K = _K(h, w, 30.0)
+    if equirect:
+        out = render_point_cloud_equirect(PointCloud(xyz, rgb), torch.eye(4), h, w, point_radius=0.0)
+        from worldstereo.geometry.render import equirect_project
+
+        u, v, z = equirect_project(xyz.double(), h, w)
+    else:
+        out = render_point_cloud(PointCloud(xyz, rgb), torch.eye(4), K, h, w, point_radius=0.0)
+        z = xyz[:, 2].double()
+        u = K[0, 0] * xyz[:, 0].double() / z + K[0, 2]
+        v = K[1, 1] * xyz[:, 1].double() / z + K[1, 2]
+    depth = torch.zeros(h, w, dtype=torch.float64)
+    colour = torch.zeros(3, h, w)
+    for i in range(n):  # the straightforward z-buffer
+        c, r = int(torch.floor(u[i])), int(torch.floor(v[i]))
+        if 0 <= r < h and 0 <= c < w and z[i] > 0 and (depth[r, c] == 0 or z[i] < depth[r, c]):
+            depth[r, c] = z[i]
+            colour[:, r, c] = rgb[i]
+    assert torch.equal(out.hole_mask[0, 0] == 1, depth == 0)
+    torch.testing.assert_close(out.depth[0, 0].double(), depth, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(out.image[0], colour)
+
+
 def test_points_behind_camera_and_empty_cloud() -> None:
     K = _K(20, 20, 20.0)
     pc = PointCloud(torch.tensor([[0.0, 0.0, -1.0]]), torch.ones(1, 3))
@@ -218,6 +249,7 @@ def test_equirect_range_matches_raycast(source_cloud: PointCloud) -> None:
     [
         ({"height": 0}, "height"),
         ({"point_radius": -1.0}, "point_radius"),
+        ({"point_radius": float("nan")}, "point_radius"),
         ({"points_per_pixel": 0}, "points_per_pixel"),
         ({"w2c": torch.eye(3)}, "w2c"),
         ({"K": torch.eye(4)}, "K"),
@@ -251,3 +283,36 @@ def test_batched_frames_equal_single_frames(source_cloud: PointCloud, monkeypatc
     eq = render_point_cloud_equirect(source_cloud, w2cs, 32, 64)
     for i in range(3):
         assert torch.equal(render_point_cloud_equirect(source_cloud, w2cs[i], 32, 64).depth[0], eq.depth[i])
+
+
+def test_tiling_does_not_change_the_result(source_cloud: PointCloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The splatting runs over cache-sized tiles of the canvas: tile borders must be invisible."""
+    import worldstereo.geometry.render as render_mod
+
+    K = _K(H, W, 70.0)
+    w2cs = torch.stack([_pose(-4.0, (0.9, -0.1, 0.3)), _pose(3.0, (-0.3, 0.1, 0.0))])
+    kw = {"point_radius": 1.5 / 48, "points_per_pixel": 4}
+    ref = render_point_cloud(source_cloud, w2cs, K, H, W, **kw)
+    ref_eq = render_point_cloud_equirect(source_cloud, w2cs, 32, 64)
+    assert (ref.hole_mask == 0).float().mean() > 0.5
+    monkeypatch.setattr(render_mod, "_TILE", 997)  # odd size: tiles start mid-row
+    out = render_point_cloud(source_cloud, w2cs, K, H, W, **kw)
+    assert torch.equal(out.image, ref.image) and torch.equal(out.depth, ref.depth)
+    assert torch.equal(out.hole_mask, ref.hole_mask)
+    assert torch.equal(render_point_cloud_equirect(source_cloud, w2cs, 32, 64).depth, ref_eq.depth)
+
+
+def test_pipeline_defaults_blend_a_dense_plane() -> None:
+    """Defaults (point_radius 0.008, points_per_pixel 8) on a dense fronto-parallel plane at depth 3:
+    no holes inside, depth exactly 3 and the plane's colour everywhere (independent truth)."""
+    h, w = 60, 80
+    K = _K(h, w, 60.0)
+    # one point per pixel, 0.1 px right of and below its centre: inside r = 0.24 px of that centre only
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.6, torch.arange(w) + 0.6, indexing="ij")
+    z = torch.full_like(xs, 3.0)
+    xyz = torch.stack([(xs - w / 2) / 60.0 * z, (ys - h / 2) / 60.0 * z, z], -1).reshape(-1, 3)
+    rgb = torch.tensor([0.2, 0.5, 0.7]).expand(xyz.shape[0], 3)
+    out = render_point_cloud(PointCloud(xyz, rgb), torch.eye(4), K, h, w)
+    assert out.hole_mask.sum() == 0
+    assert torch.allclose(out.depth, torch.tensor(3.0), atol=1e-5)
+    assert torch.allclose(out.image[0], torch.tensor([0.2, 0.5, 0.7])[:, None, None], atol=1e-5)

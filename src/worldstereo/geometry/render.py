@@ -2,19 +2,24 @@
 
 Algorithm (vectorised, no per-point Python loop, batched over frames):
 
-1. Project every point into every frame (pinhole: ``K · (R x + t)``; equirectangular: longitude /
+1. Project every point into every frame: one ``addmm`` per frame with the composed float32 matrix
+   ``K · [R | t]`` (pinhole: rows ``u z, v z, z``) or ``[R | t]`` (equirectangular: longitude /
    latitude of the camera-frame direction, see :func:`equirect_project`).
 2. **Per-pixel z-buffer**: each point falls into the pixel that contains its projection; one
-   ``scatter_reduce(amin)`` on a packed 64-bit key (float depth bits << 32 | point index) keeps the
-   nearest point of every pixel (with its sub-pixel position, depth and colour).
-3. **Footprint splatting**: every kept point covers the pixel centres within ``r`` pixels of its
-   projection (``r = point_radius · min(H, W) / 2``: ``point_radius`` is in PyTorch3D NDC units as in
-   the reference, where 0.008 at 480 px gives ~1.9 px). For each output pixel, the covering points
-   of the neighbouring pixels are gathered with dense shifted-image operations; the front surface is
-   their minimum depth ``z0``; the covering points with depth ``<= z0 · (1 + depth_tolerance)`` are
-   blended with weights ``1 − d²/r²`` (``d`` = distance of the pixel centre to the projected point;
-   the reference's alpha weights), normalised to sum 1. At most ``points_per_pixel`` points are
-   blended, taken by increasing pixel offset (the pixel's own point first).
+   ``scatter_reduce(amin)`` on a packed 64-bit key (float32 depth bits << 32 | point index) keeps the
+   nearest point of every pixel (with its sub-pixel position, depth and colour). Points outside the
+   padded image land on a ring of trash cells; points behind the camera get the largest key.
+3. **Footprint splatting** on the (at most H·W) z-buffer winners: every kept point covers the pixel
+   centres within ``r`` pixels of its projection (``r = point_radius · min(H, W) / 2``:
+   ``point_radius`` is in PyTorch3D NDC units as in the reference, where 0.008 at 480 px gives
+   ~1.9 px). For each output pixel, the covering points of the neighbouring pixels are gathered with
+   dense shifted-image operations (processed in cache-sized tiles); the front surface is their
+   minimum depth ``z0``; the covering points with depth ``<= z0 · (1 + depth_tolerance)`` are
+   blended front to back with weights ``1 − d²/r²`` (``d`` = distance of the pixel centre to the
+   projected point; the reference's alpha weights), normalised to sum 1. At most
+   ``points_per_pixel`` points are blended, taken by increasing pixel offset (the pixel's own point
+   first).
+   With ``point_radius=0`` this step is skipped: the z-buffer winners are the result.
 4. A pixel no point covers is a hole: colour 0, depth 0, ``hole_mask`` 1.
 
 Differences from the reference (PyTorch3D ``PointsRasterizer`` + ``AlphaCompositor``): colours are
@@ -25,10 +30,12 @@ splatting (other points of the same pixel can only be hidden by it, up to sub-pi
 Conventions: ``w2c`` world-to-camera 4x4, OpenCV axes (x right, y down, z forward); ``K`` pixel
 intrinsics, pixel (row r, col c) has its centre at ``(c + 0.5, r + 0.5)``; images in [0, 1].
 
-Performance (CPU): a few hundred short, cache-friendly element-wise ops per chunk of frames
-(``benchmarks/render.py``: 400k points at 480x832 in roughly 45-60 ms per frame on 2 idle cores).
-On a CPU shared with other busy processes set ``OMP_WAIT_POLICY=PASSIVE`` in the environment (or
-use fewer torch threads): spinning OpenMP threads that lose their core can make it 5-10x slower.
+Performance (CPU): about ten short in-place element-wise ops per stencil offset over cache-sized
+tiles, plus one scatter and six gathers per frame (``benchmarks/render.py``: 400k points at
+480x832, see the report numbers there; roughly 25-40 ms per frame on one core of the 2-core CI box
+depending on its load). On a CPU shared with other busy processes set ``OMP_WAIT_POLICY=PASSIVE``
+in the environment (or use fewer torch threads): spinning OpenMP threads that lose their core can
+make it 5-10x slower.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ __all__ = [
 ]
 
 _NEAR = 1e-4            # minimum z (pinhole) / range (equirect) of a rendered point
-_MAX_CHUNK_PIXELS = 1 << 21  # frames rendered together: about this many canvas pixels per chunk
+_MAX_CHUNK_PIXELS = 1 << 19  # frames rendered together: at most this many canvas pixels per chunk (or 1 frame)
 
 
 @dataclass
@@ -121,8 +128,9 @@ def _check_common(points: PointCloud, height: int, width: int, point_radius: flo
     for name, v in (("height", height), ("width", width)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    if not isinstance(point_radius, (int, float)) or not math.isfinite(point_radius) or point_radius <= 0:
-        raise ValueError(f"point_radius: expected a positive number (NDC units), got {point_radius!r}")
+    if isinstance(point_radius, bool) or not isinstance(point_radius, (int, float)) or \
+            not math.isfinite(point_radius) or point_radius < 0:
+        raise ValueError(f"point_radius: expected a number >= 0 (NDC units; 0 = plain z-buffer), got {point_radius!r}")
     if isinstance(points_per_pixel, bool) or not isinstance(points_per_pixel, int) or points_per_pixel < 1:
         raise ValueError(f"points_per_pixel: expected an int >= 1, got {points_per_pixel!r}")
     if not isinstance(depth_tolerance, (int, float)) or not depth_tolerance >= 0:
@@ -160,189 +168,261 @@ def _stencil(r: float) -> tuple[int, list[tuple[int, int]]]:
 
 # Finite sentinels (differences never produce inf/NaN in float32): the depth of "no point", the
 # depth from which a pixel counts as a hole, and the scale that turns coverage / depth tests into
-# arithmetic (points farther than _MAX_DEPTH are not rendered).
+# arithmetic (points farther than _MAX_DEPTH are not rendered). _SCALE is a power of two, so scaling
+# is exact and the coverage sign seen by the depth pass and by the blending pass always agree.
 _NO_POINT = 1e15
 _HOLE_DEPTH = 1e13
 _MAX_DEPTH = 1e12
-_SCALE = 1e20
+_SCALE = 2.0**66
+_INT64_MAX = torch.iinfo(torch.int64).max
+_TILE = 1 << 16  # canvas pixels per tile of the splatting loops (the tile's working set stays in cache)
 
 
-def _splat(
-    u: Tensor, v: Tensor, z: Tensor, ok: Tensor, rgb_t: Tensor, height: int, width: int, r: float,
-    points_per_pixel: int, depth_tolerance: float, wrap: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Z-buffer + footprint splatting of projected points for a chunk of frames.
+def _equirect_uv(x: Tensor, y: Tensor, z: Tensor, height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Planar :func:`equirect_project` (x, y, z: camera-frame coordinates of the same shape)."""
+    rho = torch.sqrt(x * x + y * y + z * z)
+    lon = torch.atan2(x, z)
+    lat = torch.asin(torch.clamp(-y / rho.clamp_min(1e-12), -1.0, 1.0))
+    u = lon.mul_(width / (2 * math.pi)).add_(0.5 * width)
+    v = lat.mul_(-height / math.pi).add_(0.5 * height)
+    return u, v, rho
 
-    All image-space work is done on flat, contiguous, padded canvases: a shift by (dy, dx) pixels is
-    a slice at flat offset ``dy · Wp + dx``, and the per-offset loop uses only in-place arithmetic
-    (boolean masks, ``where`` and fresh allocations are several times slower on CPU).
 
-    Args:
-        u, v, z: (Fc, N) pixel coordinates and depth; ok: (Fc, N) bool renderable;
-        rgb_t: (3, N) planar colours.
-    Returns:
-        image (Fc,3,H,W), depth (Fc,1,H,W), hole (Fc,1,H,W).
+class _Workspace:
+    """Buffers of one render call, reused by all its chunks of frames (allocated for the largest chunk)."""
+
+    def __init__(self, n: int, chunk: int, length: int, margin: int, n_a: int, n_b: int, far: float,
+                 rgb_t: Tensor) -> None:
+        dev = rgb_t.device
+        total = chunk * n
+        self.sentinel = total
+        # per-point attributes [z, r, g, b, du, dv] (du, dv: position of the projection relative to
+        # its pixel centre, in [-0.5, 0.5)) for every (frame, point), plus a final "no point" column
+        self.attrs = torch.empty(6, total + 1, device=dev)
+        self.attrs[1:4, :total].view(3, chunk, n).copy_(rgb_t.unsqueeze(1))
+        self.attrs[:, total] = torch.tensor([_NO_POINT, 0.0, 0.0, 0.0, far, far])
+        self.key = torch.empty(chunk, n, dtype=torch.int64, device=dev)
+        self.pix = torch.empty(chunk, n, dtype=torch.int64, device=dev)
+        self.ids = torch.arange(total, device=dev).view(chunk, n)
+        # per-frame projection temporaries (reused: fresh large allocations cost page faults)
+        self.proj = torch.empty(3, n, device=dev)
+        self.col = torch.empty(n, device=dev)
+        self.row = torch.empty(n, device=dev)
+        self.cell = torch.empty(n, device=dev)
+        self.valid = torch.empty(n, dtype=torch.bool, device=dev)
+        self.valid2 = torch.empty(n, dtype=torch.bool, device=dev)
+        lm = length + 2 * margin
+        # padded canvas planes with margins for the shifted slices; the margins hold "no point"
+        self.planes = self.attrs[:, total:].expand(6, lm).contiguous()
+        t = min(_TILE, length)
+        tl = t + 2 * margin  # a tile and the margins its shifted slices read
+        self.e = torch.empty(tl, device=dev)
+        self.a = torch.empty(n_a, tl, device=dev)   # weight terms depending on du (and |d|^2)
+        self.ap = torch.empty(n_a, tl, device=dev)  # the same times -_SCALE (coverage penalties)
+        self.b = torch.empty(n_b, tl, device=dev)   # weight terms depending on dv
+        self.zs = torch.empty(tl, device=dev)
+        self.z0 = torch.empty(t, device=dev)
+        self.tmp = torch.empty(t, device=dev)
+        self.w = torch.empty(t, device=dev)
+        self.budget = torch.empty(t, device=dev)
+        self.acc = torch.empty(5, length, device=dev)
+        self.hole = torch.empty(length, dtype=torch.bool, device=dev)
+
+
+def _shade(ws: _Workspace, length: int, margin: int, wp: int, r: float, offs: list[tuple[int, int]],
+           points_per_pixel: int, depth_tolerance: float) -> None:
+    """Footprint splatting over the padded canvas planes of ``ws`` (filled by :func:`_render`).
+
+    The canvas is flat and contiguous: a shift by (dy, dx) pixels is a slice at flat offset
+    ``dy · wp + dx``. It is processed in tiles of ``_TILE`` pixels so that the planes of a tile stay
+    in cache while the per-offset loops (a few fused in-place ops each) run over it. Writes
+    ``ws.acc`` = [Σw, Σw z, Σw r, Σw g, Σw b] and ``ws.hole``.
+
+    Weight of the point of pixel q = p + (dy, dx) at the centre of p (its projection lies at
+    (dx + du_q, dy + dv_q) from it): ``w = 1 - d²/r² = A_dx[q] + B_dy[q]`` with
+    ``A_dx = 1 - (dx² + 2 dx du + du² + dv²)/r²`` and ``B_dy = -(dy² + 2 dy dv)/r²``; it covers p iff
+    w > 0 (the "no point" sentinel du = dv = far makes w < 0 everywhere).
     """
-    fc, n = u.shape
-    dev = u.device
-    s, offs = _stencil(r)
-    hp, wp = height + 2 * s, width + 2 * s
-    if wrap:
-        u = torch.remainder(u, float(width))
-    col = torch.floor(u)
-    row = torch.floor(v)
-    ok = ok & (row >= -s) & (row < height + s)
-    if not wrap:
-        ok = ok & (col >= -s) & (col < width + s)
-    cw = width if wrap else wp  # width of the scatter canvas
-    total = fc * n
-    # planar per-point attributes [z, r, g, b, du, dv] (du, dv: offset of the projection from the
-    # pixel centre, in [-0.5, 0.5)), one column per (frame, point) plus a final "no point" column
-    attrs = torch.empty(6, total + 1, device=dev)
-    attrs[0, :total] = z.reshape(-1)
-    attrs[1:4, :total].view(3, fc, n).copy_(rgb_t.unsqueeze(1))
-    torch.sub(u.reshape(-1), col.reshape(-1), out=attrs[4, :total]).sub_(0.5)
-    torch.sub(v.reshape(-1), row.reshape(-1), out=attrs[5, :total]).sub_(0.5)
-    attrs[:, total] = torch.tensor([_NO_POINT, 0.0, 0.0, 0.0, 0.0, 0.0])
-    # canvas cell of every point; points that are not rendered go to an extra trash cell
-    row.clamp_(-s - 1, height + s).add_(s)
-    col = torch.remainder(col, width) if wrap else col.clamp_(-s - 1, width + s).add_(s)
-    trash = fc * hp * cw
-    if trash >= 2**24:  # cell indices are no longer exact in float32 (huge images)
-        row, col = row.double(), col.double()
-    frame_base = (torch.arange(fc, device=dev, dtype=row.dtype) * (hp * cw)).unsqueeze(1)
-    pix = row.mul_(cw).add_(col).add_(frame_base).masked_fill_(~ok, trash).long().reshape(-1)
-    # packed key: the bits of a positive float32 depth are order-preserving as integers
-    key = (z.reshape(-1).float().contiguous().view(torch.int32).long() << 32) | torch.arange(total, device=dev)
-    canvas = torch.full((trash + 1,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
-    canvas.scatter_reduce_(0, pix, key, reduce="amin")
-    sel = (canvas[:trash] & 0xFFFFFFFF).clamp_(max=total)  # empty pixels -> the "no point" column
-    if wrap:  # circular padding in x
-        colmap = torch.remainder(torch.arange(-s, width + s, device=dev), width)
-        sel = sel.view(fc, hp, width).index_select(2, colmap)
-    length = fc * hp * wp
-    margin = s * wp + s
-    # planes [1, z, r, g, b, du, dv] over the padded canvas, with margins for the shifted slices
-    planes = torch.empty(7, length + 2 * margin, device=dev)
-    planes[0] = 1.0
-    sel = sel.reshape(-1)
-    for i in range(6):
-        planes[i + 1, :margin] = attrs[i, total]
-        planes[i + 1, margin + length:] = attrs[i, total]
-        torch.index_select(attrs[i], 0, sel, out=planes[i + 1, margin:margin + length])
-    blend = planes[:5]  # accumulated with the splat weights: [w, w z, w r, w g, w b]
-    zq, du, dv = planes[1], planes[5], planes[6]
+    pl = ws.planes
+    z_pl, blend, du, dv = pl[0], pl[0:4], pl[4], pl[5]
     r2 = r * r
-    # Pre-scaled planes so that each neighbour offset costs a few fused in-place ops:
-    # pen = (d^2 - r^2) * S with d^2 = |du,dv|^2 + 2 dx du + 2 dy dv + dx^2 + dy^2 (the point of pixel
-    # q = p + (dy, dx) lies at (dx + du_q, dy + dv_q) from the centre of p); pen < 0 iff it covers p.
-    e_pl = (du * du + dv * dv - r2).mul_(_SCALE)
-    du_pl = du.mul(2.0 * _SCALE)
-    dv_pl = dv.mul(2.0 * _SCALE)
-    zq_s = zq.mul(_SCALE)
-    offs = sorted(offs, key=lambda o: (o[0] ** 2 + o[1] ** 2, o))  # nearest first (points_per_pixel cap)
+    dxs = sorted({dx for _, dx in offs})
+    dys = sorted({dy for dy, _ in offs if dy != 0})
+    ia = {dx: i for i, dx in enumerate(dxs)}
+    ib = {dy: i for i, dy in enumerate(dys)}
+    # offsets that cover the pixel centre wherever the point lies in its pixel (with a safety margin)
+    always = [o for o in offs if (abs(o[1]) + 0.5) ** 2 + (abs(o[0]) + 0.5) ** 2 < r2 * (1.0 - 1e-3)]
+    cond = [o for o in offs if o not in always]
     n_off = len(offs)
-    pen = torch.empty(length, device=dev)
-    tmp = torch.empty(length, device=dev)
+    capped = points_per_pixel < n_off
+    thr_scale = (1.0 + depth_tolerance) * (1.0 + 1e-6) * _SCALE
+    zero = torch.zeros((), device=z_pl.device)
+    for p0 in range(0, length, _TILE):
+        t = min(_TILE, length - p0)
+        base = margin + p0
 
-    def penalty(dy: int, dx: int) -> int:
-        a = margin + dy * wp + dx
-        torch.add(e_pl[a:a + length], du_pl[a:a + length], alpha=dx, out=pen)
-        pen.add_(dv_pl[a:a + length], alpha=dy).add_((dx * dx + dy * dy) * _SCALE)
-        return a
+        # derived planes of the tile (and its margins), computed here so that they stay in cache
+        lo, tl = base - margin, t + 2 * margin
+        du_t, dv_t = du[lo:lo + tl], dv[lo:lo + tl]
+        e = torch.mul(du_t, du_t, out=ws.e[:tl]).addcmul_(dv_t, dv_t).mul_(-1.0 / r2)
+        for dx, i in ia.items():
+            if dx == 0:
+                torch.add(e, 1.0, out=ws.a[i, :tl])
+            else:
+                torch.add(e, du_t, alpha=-2.0 * dx / r2, out=ws.a[i, :tl]).add_(1.0 - dx * dx / r2)
+            torch.mul(ws.a[i, :tl], -_SCALE, out=ws.ap[i, :tl])
+        for dy, i in ib.items():
+            torch.mul(dv_t, -2.0 * dy / r2, out=ws.b[i, :tl]).add_(-dy * dy / r2)
+        torch.mul(z_pl[lo:lo + tl], _SCALE, out=ws.zs[:tl])
 
-    # pass 1: depth of the front surface (z0) at every pixel
-    z0 = torch.full((length,), _NO_POINT, device=dev)
-    for dy, dx in offs:
-        if (abs(dx) + 0.5) ** 2 + (abs(dy) + 0.5) ** 2 < r2:  # covers wherever the point lies in its pixel
+        def sl(x: Tensor, dy: int, dx: int) -> Tensor:  # global plane, shifted
+            a = base + dy * wp + dx
+            return x[a:a + t]
+
+        def sll(x: Tensor, dy: int, dx: int) -> Tensor:  # tile-local plane, shifted
             a = margin + dy * wp + dx
-            torch.minimum(z0, zq[a:a + length], out=z0)
+            return x[a:a + t]
+
+        # pass 1: depth z0 of the front surface = min depth of the covering points
+        z0, tmp, w = ws.z0[:t], ws.tmp[:t], ws.w[:t]
+        if len(always) >= 2:
+            torch.minimum(sl(z_pl, *always[0]), sl(z_pl, *always[1]), out=z0)
+            rest = always[2:]
         else:
-            a = penalty(dy, dx)
-            # covering: its depth; not covering: pen >= ~_SCALE * 1e-6, far beyond any depth
-            torch.maximum(pen, zq[a:a + length], out=tmp)
-            torch.minimum(z0, tmp, out=z0)
-    hole = z0 >= _HOLE_DEPTH
-    thr_s = z0.mul_((1.0 + depth_tolerance) * (1.0 + 1e-6) * _SCALE)
-    # pass 2: blend the covering points within the depth tolerance of the front surface, with weight
-    # w = 1 - d^2/r^2 = -pen / (S r^2), or 0 when the point is behind thr: relu(min(w, (thr - z) S))
-    acc = torch.zeros(5, length, device=dev)
-    count = torch.zeros(length, device=dev) if points_per_pixel < n_off else None
-    for k, (dy, dx) in enumerate(offs):
-        a = penalty(dy, dx)
-        w = pen.mul_(-1.0 / (_SCALE * r2))
-        torch.minimum(w, torch.sub(thr_s, zq_s[a:a + length], out=tmp), out=w).clamp_(min=0.0)
-        if count is not None:  # at most points_per_pixel contributions, nearest offsets first
-            if k >= points_per_pixel:  # (before that the cap cannot be reached)
-                torch.sub(points_per_pixel, count, out=tmp).clamp_(0.0, 1.0)
-                w.mul_(tmp)
-            count.add_(torch.sign(w, out=tmp))
-        acc.addcmul_(blend[:, a:a + length], w)
-    wsum = acc[0].masked_fill_(hole, 1.0)
-    image = (acc[2:] / wsum).masked_fill_(hole, 0.0).clamp_(0.0, 1.0)
-    depth = (acc[1] / wsum).masked_fill_(hole, 0.0)
-
-    def _crop(x: Tensor) -> Tensor:
-        return x.reshape(-1, fc, hp, wp)[..., s:s + height, s:s + width].transpose(0, 1).contiguous()
-
-    return _crop(image), _crop(depth.unsqueeze(0)), _crop(hole.unsqueeze(0).float())
+            z0.fill_(_NO_POINT)
+            rest = always
+        for dy, dx in rest:
+            torch.minimum(z0, sl(z_pl, dy, dx), out=z0)
+        for dy, dx in cond:
+            # penalty -S w: > 0 (far beyond any depth) when not covering; max(penalty, z) is then a
+            # candidate front depth, and clamp(..., max=z0) keeps the running minimum
+            if dy == 0:
+                pen = sll(ws.ap[ia[dx]], dy, dx)
+            else:
+                pen = torch.add(sll(ws.ap[ia[dx]], dy, dx), sll(ws.b[ib[dy]], dy, dx), alpha=-_SCALE, out=tmp)
+            torch.clamp(pen, min=sl(z_pl, dy, dx), max=z0, out=z0)
+        torch.ge(z0, _HOLE_DEPTH, out=ws.hole[p0:p0 + t])
+        thr = z0.mul_(thr_scale)  # S · (1 + tol) · z0
+        # pass 2: blend the covering points within the depth tolerance, nearest offsets first:
+        # w = relu(min(1 - d²/r², (thr - z) S)), capped to points_per_pixel contributions
+        acc = ws.acc[:, p0:p0 + t]
+        budget = ws.budget[:t]
+        if capped:
+            budget.fill_(float(points_per_pixel))
+        for k, (dy, dx) in enumerate(offs):
+            a_dx = sll(ws.a[ia[dx]], dy, dx)
+            src = a_dx if dy == 0 else torch.add(a_dx, sll(ws.b[ib[dy]], dy, dx), out=w)
+            torch.sub(thr, sll(ws.zs, dy, dx), out=tmp)
+            torch.minimum(src, tmp, out=w)
+            if k >= points_per_pixel:  # budget = points_per_pixel - contributions so far (0 or >= 1)
+                torch.clamp(w, min=zero, max=budget, out=w)
+            else:
+                w.clamp_(min=0.0)
+            if capped and k < n_off - 1:
+                budget.sub_(torch.sign(w, out=tmp))
+            a = base + dy * wp + dx
+            if k == 0:
+                acc[0].copy_(w)
+                torch.mul(blend[:, a:a + t], w, out=acc[1:])
+            else:
+                acc[0].add_(w)
+                acc[1:].addcmul_(blend[:, a:a + t], w)
 
 
 def _render(points: PointCloud, w2c: Tensor, K: Tensor | None, height: int, width: int, point_radius: float,
             points_per_pixel: int, depth_tolerance: float, equirect: bool) -> RenderOutput:
     dev = points.device
-    w2c = w2c.to(device=dev, dtype=torch.float32)
     nf = w2c.shape[0]
-    if K is not None:
-        K = K.to(device=dev, dtype=torch.float32).expand(nf, 3, 3)
-    r = footprint_radius_px(point_radius, height, width)
-    s = int(math.ceil(r + 0.5))
-    chunk = max(1, _MAX_CHUNK_PIXELS // ((height + 2 * s) * (width + 2 * s)))
-    chunk = min(chunk, max(1, (2**31 - 2) // max(len(points), 1)))  # point ids must fit 32 bits
-    images, depths, holes = [], [], []
-    xyz_t = points.xyz.t().contiguous()  # planar (3,N): per-frame projection with scalar multiply-adds
-    rgb_t = points.rgb.t().contiguous()
     n = len(points)
+    if n == 0:
+        return RenderOutput(torch.zeros(nf, 3, height, width, device=dev), torch.zeros(nf, 1, height, width, device=dev),
+                            torch.ones(nf, 1, height, width, device=dev))
+    image = torch.empty(nf, 3, height, width, device=dev)
+    depth = torch.empty(nf, 1, height, width, device=dev)
+    hole = torch.empty(nf, 1, height, width, device=dev)
+    r = footprint_radius_px(point_radius, height, width)
+    s, offs = _stencil(r) if r > 0 else (0, [])
+    offs = sorted(offs, key=lambda o: (o[0] ** 2 + o[1] ** 2, o))  # nearest first (points_per_pixel cap)
+    hp, wp = height + 2 * s, width + 2 * s
+    # scatter canvas of a frame: pinhole = the padded image plus a ring of trash cells that catches
+    # every point outside it; equirectangular = padded rows, unpadded (wrapping) columns
+    ch, cw = (hp, width) if equirect else (hp + 2, wp + 2)
+    chunk = max(1, min(nf, _MAX_CHUNK_PIXELS // (hp * wp), (2**31 - 2) // n))  # point ids fit 32 bits
+    # projection matrices, composed in float64: rows give (u z, v z, z) (pinhole) or camera coords
+    P = w2c.to(device=dev, dtype=torch.float64)[:, :3, :]
+    if K is not None:
+        P = K.to(device=dev, dtype=torch.float64).expand(nf, 3, 3) @ P
+    P = P.float()
+    margin = s * wp + s
+    far = 4.0 * (s + 1)  # sub-pixel position of "no point": no offset within the stencil covers it
+    n_a = len({dx for _, dx in offs})
+    n_b = len({dy for dy, _ in offs if dy != 0})
+    ws = _Workspace(n, chunk, chunk * hp * wp, margin, n_a, n_b, far, points.rgb.t())
+    xyz_t = points.xyz.t().contiguous()
+    cell_dtype = torch.float32 if chunk * ch * cw < 2**24 else torch.float64  # exact integer cell numbers
+    colmap = torch.remainder(torch.arange(-s, width + s, device=dev), width) if equirect else None
     for f0 in range(0, nf, chunk):
         fc = min(chunk, nf - f0)
-        if n == 0:
-            images.append(torch.zeros(fc, 3, height, width, device=dev))
-            depths.append(torch.zeros(fc, 1, height, width, device=dev))
-            holes.append(torch.ones(fc, 1, height, width, device=dev))
-            continue
-        u = torch.empty(fc, n, device=dev)
-        v = torch.empty(fc, n, device=dev)
-        z = torch.empty(fc, n, device=dev)
+        length = fc * hp * wp
         for i in range(fc):
-            m = w2c[f0 + i].double().tolist()
-            cam = []
-            for row in range(3):
-                c = torch.mul(xyz_t[0], m[row][0])
-                c.add_(xyz_t[1], alpha=m[row][1]).add_(xyz_t[2], alpha=m[row][2]).add_(m[row][3])
-                cam.append(c)
+            seg = slice(i * n, (i + 1) * n)
+            proj = torch.addmm(P[f0 + i, :, 3:], P[f0 + i, :, :3], xyz_t, out=ws.proj)  # (3, N)
             if equirect:
-                uu, vv, rho = equirect_project(torch.stack(cam, dim=-1), height, width)
-                u[i], v[i], z[i] = uu, vv, rho
+                u, v, z = _equirect_uv(proj[0], proj[1], proj[2], height, width)
             else:
-                assert K is not None
-                k = K[f0 + i].double().tolist()
-                inv_z = torch.reciprocal(cam[2])
-                torch.mul(cam[0], k[0][0], out=u[i]).add_(cam[1], alpha=k[0][1]).add_(cam[2], alpha=k[0][2])
-                u[i].mul_(inv_z)
-                torch.mul(cam[1], k[1][1], out=v[i]).add_(cam[0], alpha=k[1][0]).add_(cam[2], alpha=k[1][2])
-                v[i].mul_(inv_z)
-                z[i] = cam[2]
-        ok = (z > _NEAR) & (z < _MAX_DEPTH)
-        if not equirect:
-            ok &= torch.isfinite(u) & torch.isfinite(v)
-        u = torch.nan_to_num(u, nan=-1e9, posinf=-1e9, neginf=-1e9)
-        v = torch.nan_to_num(v, nan=-1e9, posinf=-1e9, neginf=-1e9)
-        img, dep, hole = _splat(u, v, z, ok, rgb_t, height, width, r, points_per_pixel, depth_tolerance,
-                                wrap=equirect)
-        images.append(img)
-        depths.append(dep)
-        holes.append(hole)
-    return RenderOutput(torch.cat(images), torch.cat(depths), torch.cat(holes))
+                z = proj[2]
+                ws.attrs[0, seg].copy_(z)
+                inv = torch.clamp(z, min=_NEAR, out=ws.cell).reciprocal_()
+                u, v = proj[0].mul_(inv), proj[1].mul_(inv)
+            z = ws.attrs[0, seg].copy_(z) if equirect else ws.attrs[0, seg]
+            col, row = torch.floor(u, out=ws.col), torch.floor(v, out=ws.row)
+            torch.sub(u, col, out=ws.attrs[4, seg]).sub_(0.5)
+            torch.sub(v, row, out=ws.attrs[5, seg]).sub_(0.5)
+            if equirect:  # v in [0, H]: always inside the padded rows
+                col.remainder_(width)
+                off = s * cw
+            else:
+                col.clamp_(-s - 1, width + s)
+                row.clamp_(-s - 1, height + s)
+                off = (s + 1) * cw + s + 1
+            if cell_dtype == torch.float32:
+                cell = torch.add(col, row, alpha=cw, out=ws.cell).add_(off + i * ch * cw)
+            else:
+                cell = torch.add(col.double(), row.double(), alpha=cw).add_(off + i * ch * cw)
+            ws.pix[i].copy_(cell)
+            # packed z-buffer key: the bits of a positive float32 depth are order-preserving integers
+            torch.add(ws.ids[i], z.view(torch.int32), alpha=1 << 32, out=ws.key[i])
+            valid = torch.gt(z, _NEAR, out=ws.valid).logical_and_(torch.lt(z, _MAX_DEPTH, out=ws.valid2))
+            ws.key[i].masked_fill_(valid.logical_not_(), _INT64_MAX)
+        canvas = torch.full((fc * ch * cw,), _INT64_MAX, dtype=torch.int64, device=dev)
+        canvas.scatter_reduce_(0, ws.pix[:fc].view(-1), ws.key[:fc].view(-1), reduce="amin")
+        canvas = canvas.view(fc, ch, cw)
+        canvas = canvas.index_select(2, colmap) if equirect else canvas[:, 1:-1, 1:-1]
+        idx = torch.bitwise_and(canvas, 0xFFFFFFFF).clamp_(max=ws.sentinel).view(-1)  # empty -> "no point"
+        for j in range(6):
+            torch.index_select(ws.attrs[j], 0, idx, out=ws.planes[j, margin:margin + length])
+        rest = ws.planes.shape[1] - margin - length
+        if rest > margin:  # a last, smaller chunk: "no point" after it
+            ws.planes[:, margin + length:].copy_(ws.attrs[:, ws.sentinel:].expand(6, rest))
+        if offs:
+            _shade(ws, length, margin, wp, r, offs, points_per_pixel, depth_tolerance)
+        else:  # point_radius 0: a plain z-buffer, the nearest point of each pixel
+            torch.eq(idx, ws.sentinel, out=ws.hole[:length])
+            ws.acc[1:, :length].copy_(ws.planes[0:4, margin:margin + length])
+            ws.acc[0, :length].copy_(ws.hole[:length]).sub_(1.0).neg_()
+            ws.acc[1:, :length].mul_(ws.acc[0, :length])
+        acc = ws.acc[:, :length]
+        wsum = acc[0].clamp_min_(1e-30)  # 0 only at holes, where every Σw · x is 0 too
+        acc[1:].div_(wsum)
+        acc[2:].clamp_(0.0, 1.0)
+
+        def crop(x: Tensor) -> Tensor:
+            return x.reshape(-1, fc, hp, wp)[..., s:s + height, s:s + width].transpose(0, 1)
+
+        image[f0:f0 + fc].copy_(crop(acc[2:]))
+        depth[f0:f0 + fc].copy_(crop(acc[1:2]))
+        hole[f0:f0 + fc].copy_(crop(ws.hole[:length].unsqueeze(0)))
+    return RenderOutput(image, depth, hole)
 
 
 @torch.no_grad()
@@ -364,7 +444,9 @@ def render_point_cloud(
         w2c: (F,4,4) or (4,4) world-to-camera, OpenCV axes.
         K: (F,3,3) or (3,3) pixel intrinsics of the (height, width) image.
         height, width: output size in pixels.
-        point_radius: footprint radius in PyTorch3D NDC units (``r_px = point_radius · min(H,W)/2``).
+        point_radius: footprint radius in PyTorch3D NDC units (``r_px = point_radius · min(H,W)/2``);
+            0 renders a plain z-buffer (each point covers only the pixel containing its projection,
+            no blending; the like-for-like setting of 1-pixel projections such as Open3D's).
         points_per_pixel: at most this many front-surface points are blended per pixel (those of the
             nearest neighbouring pixels first).
         depth_tolerance: relative depth band behind the front surface whose points are blended.
