@@ -376,3 +376,23 @@ def test_generate_video_under_model_cpu_offload_is_unchanged(monkeypatch):
         handle.remove()
     assert torch.equal(expected, got)
     assert {"text_encoder", "image_encoder", "vae", "transformer", "controlnet"} <= visited
+
+
+def test_reference_selection_uses_the_configured_image_features():
+    """More distinct retrieved views than max_references -> the quality-aware selection runs on the
+    image features of spatial_memory_config['image_feature_model'] (here a recording callable)."""
+    seen: list[tuple[int, ...]] = []
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(images.shape))
+        return images.mean(dim=(2, 3))
+
+    model = tiny_model("worldstereo-memory")
+    model.spatial_memory_config = {**model.spatial_memory_config, "max_references": 2, "image_feature_model": features}
+    mem = SceneMemory()
+    generate_multi_view(model, _image(), [_traj(8, "right", distance=0.6), _traj(8, "right", distance=0.7)],
+                        memory=mem, num_frames=8, height=H, width=W, num_inference_steps=1, seed=0,
+                        depth_estimator=_depth())
+    assert seen, "the image feature model was never called"
+    assert all(r.num_references <= 2 for r in mem.history)
+    assert mem.history[1].num_references == 2

@@ -143,6 +143,10 @@ def test_memory_config_validation():
         resolve_memory_config("spatial", {"max_references": 0})
     with pytest.raises(ValueError, match="retrieval"):
         resolve_memory_config("spatial", {"retrieval": "nearest"})
+    with pytest.raises(ValueError, match="spatial_memory_config.image_feature_model"):
+        resolve_memory_config("spatial", {"image_feature_model": 3})
+    assert resolve_memory_config("spatial", {"image_feature_model": "facebook/dinov2-base"})["image_feature_model"] \
+        == "facebook/dinov2-base"
 
 
 def test_constructor_errors():

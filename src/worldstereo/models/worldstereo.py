@@ -72,13 +72,16 @@ DEFAULT_GLOBAL_MEMORY_CONFIG: dict[str, Any] = {
 #: ``max_references``: references per generated video (8 as the reference);
 #: ``frames_per_update``: frames of each generated video added to the bank (8 as the reference);
 #: ``retrieval``: "fov_overlap" (reference) | "correspondence";
-#: ``num_correspondences``: pixels sampled per target view by the "correspondence" method.
+#: ``num_correspondences``: pixels sampled per target view by the "correspondence" method;
+#: ``image_feature_model``: image features of the reference selection (a DINOv2 folder / id, or a
+#: callable ``(N,3,H,W) -> (N,D)``; None = the built-in light-weight descriptor).
 DEFAULT_SPATIAL_MEMORY_CONFIG: dict[str, Any] = {
     "memory_size": 256,
     "max_references": 8,
     "frames_per_update": 8,
     "retrieval": "fov_overlap",
     "num_correspondences": 64,
+    "image_feature_model": None,
 }
 
 #: Keys of ``vdm_config`` that configure the base components (the rest is the reference schema).
@@ -130,7 +133,25 @@ def resolve_memory_config(kind: str, config: Mapping[str, Any] | None) -> dict[s
         _check_positive(f"{name}.frames_per_update", merged["frames_per_update"])
         _check_choice(f"{name}.retrieval", merged["retrieval"], ("fov_overlap", "correspondence"))
         _check_positive(f"{name}.num_correspondences", merged["num_correspondences"])
+        feat = merged["image_feature_model"]
+        if feat is not None and not isinstance(feat, (str, os.PathLike)) and not callable(feat):
+            raise ValueError(f"{name}.image_feature_model: expected None, a DINOv2 folder / model id, or a callable "
+                             f"(N,3,H,W) -> (N,D), got {type(feat).__name__}")
     return merged
+
+
+def _serialisable_memory_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A memory config for ``worldstereo_config.json``: paths as strings; a callable feature model
+    cannot be saved and is written as None (logged)."""
+    out = dict(config)
+    feat = out.get("image_feature_model")
+    if isinstance(feat, os.PathLike):
+        out["image_feature_model"] = os.fspath(feat)
+    elif feat is not None and not isinstance(feat, str):
+        logger.warning("spatial_memory_config.image_feature_model: a callable is not saved; the saved model "
+                       "uses the built-in descriptor unless you pass it again to from_pretrained")
+        out["image_feature_model"] = None
+    return out
 
 
 def _clean_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -460,7 +481,7 @@ class WorldStereo(nn.Module):
                 "format_version": FORMAT_VERSION,
                 "variant": self.variant,
                 "global_memory_config": self.global_memory_config,
-                "spatial_memory_config": self.spatial_memory_config,
+                "spatial_memory_config": _serialisable_memory_config(self.spatial_memory_config),
                 "components": {
                     "transformer": type(self.transformer).__name__,
                     "vae": type(self.vae).__name__,
