@@ -16,6 +16,7 @@ trajectory is the condition view; images in [0, 1]; hole masks 1 = hole.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,7 +273,7 @@ def generate_video(
         raise ValueError(f"condition_image: panorama=True needs a 2:1 equirectangular image, got "
                          f"{image_full.shape[-1]}x{image_full.shape[-2]}")
     if seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed = secrets.randbelow(2**31 - 1)  # leaves torch's global generator alone
         logger.info("seed: none given, using %d", seed)
 
     timings: Dict[str, float] = {}
