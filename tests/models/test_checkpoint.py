@@ -176,3 +176,54 @@ def test_unknown_format_refused(tmp_path):
     p.write_bytes(b"0")
     with pytest.raises(CheckpointError, match="unsupported"):
         load_state_dict_file(p)
+
+
+def _split_checkpoint(tmp_path, saved, backbone_prefixes=("blocks.", "patch_embedding.", "condition_embedder.")):
+    """A reference-style checkpoint folder without (part of) the backbone, and a diffusers-style base
+    transformer folder holding it; config.json names the base as base_model."""
+    d, _ = saved
+    full = load_file(str(d / "model.safetensors"))
+    ckpt = {k: v for k, v in full.items() if not k.startswith(backbone_prefixes)}
+    base = {k: v for k, v in full.items() if k.startswith(backbone_prefixes)}
+    case = tmp_path / "ckpt"
+    case.mkdir()
+    (tmp_path / "base" / "transformer").mkdir(parents=True)
+    save_file(ckpt, str(case / "model.safetensors"))
+    save_file(base, str(tmp_path / "base" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["base_model"] = str(tmp_path / "base")
+    (case / "config.json").write_text(json.dumps(cfg))
+    return case, full, base
+
+
+def test_weights_missing_from_the_checkpoint_come_from_the_base_transformer(tmp_path, saved):
+    case, full, base = _split_checkpoint(tmp_path, saved)
+    assert base and len(base) < len(full)
+    loaded = load_transformer(case)
+    sd = loaded.state_dict()
+    assert set(sd) == set(full) and all(torch.equal(sd[k], full[k]) for k in full)
+    # checkpoint keys win over the base (the reference loads the checkpoint on top of the base)
+    key = next(iter(base))
+    changed = dict(load_file(str(case / "model.safetensors")), **{key: full[key] + 1.0})
+    save_file(changed, str(case / "model.safetensors"))
+    assert torch.equal(load_transformer(case).state_dict()[key], full[key] + 1.0)
+
+
+def test_base_transformer_does_not_hide_missing_or_extra_keys(tmp_path, saved):
+    case, full, base = _split_checkpoint(tmp_path, saved)
+    base_file = tmp_path / "base" / "transformer" / "diffusion_pytorch_model.safetensors"
+    lost = "blocks.0.ffn.net.0.proj.weight"
+    save_file({k: v for k, v in base.items() if k != lost}, str(base_file))
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): blocks\.0\.ffn\.net\.0\.proj\.weight"):
+        load_transformer(case)
+    save_file({**base, "blocks.0.unknown.weight": torch.zeros(3)}, str(base_file))
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): blocks\.0\.unknown\.weight"):
+        load_transformer(case)
+    # without a base folder the backbone keys are reported missing
+    with pytest.raises(FileNotFoundError, match="base_transformer"):
+        load_transformer(case, base_transformer=tmp_path / "nowhere")
+    cfg = json.loads((case / "config.json").read_text())
+    cfg["base_model"] = str(tmp_path / "no-such-base")
+    (case / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_transformer(case)

@@ -170,9 +170,9 @@ def find_weights_file(directory: str | os.PathLike, allow_pickle: bool = False) 
 
 def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False,
                          dtype_for_key: Callable[[str], torch.dtype | None] | None = None,
-                         device: torch.device | str = "cpu") -> dict[str, Tensor]:
+                         device: torch.device | str = "cpu", keys: Iterable[str] | None = None) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors`` (or a sharded ``.safetensors.index.json``); pickle
-    formats only with ``allow_pickle=True``.
+    formats only with ``allow_pickle=True``. ``keys``: read only these (safetensors only).
 
     Raises:
         CheckpointError: pickle file without opt-in, unknown format, corrupt file.
@@ -183,12 +183,13 @@ def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False,
     if p.name.endswith(".safetensors.index.json"):
         with open(p, encoding="utf-8") as fh:
             weight_map = json.load(fh).get("weight_map", {})
+        wanted = None if keys is None else set(keys)
         out: dict[str, Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            out.update(read_safetensors(p.parent / shard, dtype_for_key, device))
+        for shard in sorted({f for k, f in weight_map.items() if wanted is None or k in wanted}):
+            out.update(read_safetensors(p.parent / shard, dtype_for_key, device, keys=wanted))
         return out
     if p.suffix == ".safetensors":
-        return read_safetensors(p, dtype_for_key, device)
+        return read_safetensors(p, dtype_for_key, device, keys=keys)
     if p.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
             raise CheckpointError(f"path: {str(p)!r} is a pickle-based checkpoint ({p.suffix}); loading it can run "
@@ -268,8 +269,14 @@ def _resolve_backbone(config_dict: Mapping[str, Any], backbone_config: WanBackbo
 def load_transformer(directory: str | os.PathLike, torch_dtype: torch.dtype | None = torch.float32,
                      backbone_config: WanBackboneConfig | Mapping[str, Any] | None = None,
                      device: torch.device | str = "cpu", allow_pickle: bool = False,
-                     keep_extras_fp32: bool = True) -> Any:
+                     keep_extras_fp32: bool = True, base_transformer: str | os.PathLike | None = None) -> Any:
     """Build a :class:`WorldStereoTransformer` from ``directory`` (``config.json`` + ``model.safetensors``).
+
+    Like the reference, weights that ``model.safetensors`` does not carry are taken from the base
+    Wan transformer (``base_transformer``, default ``<base_model>/transformer`` when ``base_model``
+    is a local folder with weights): the reference first loads the base transformer, then the
+    checkpoint on top. The check stays strict over the union: every model key must come from one of
+    the two files with the right shape, and no file may carry a key the model lacks.
 
     Args:
         directory: reference checkpoint sub-folder or conformance case directory.
@@ -280,6 +287,8 @@ def load_transformer(directory: str | os.PathLike, torch_dtype: torch.dtype | No
         device: where the weights end up.
         allow_pickle: accept ``.bin/.pt/.ckpt/.pth`` weights.
         keep_extras_fp32: keep ControlNet / camera MLP / ref_index_embedding in float32 for half dtypes.
+        base_transformer: folder of the base Wan transformer weights (diffusers layout) used for the
+            keys the checkpoint lacks.
     Returns:
         the model in eval mode.
     Raises:
@@ -301,12 +310,30 @@ def load_transformer(directory: str | os.PathLike, torch_dtype: torch.dtype | No
     with torch.device("meta"):
         model = WorldStereoTransformer(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    dtype_for_key = lambda k: parameter_dtype(k, torch_dtype, keep_extras_fp32)  # noqa: E731
     file_shapes = _shapes_of_file(weights)
+    source = f"checkpoint {str(weights)!r}"
+    base_sd: dict[str, Tensor] = {}
     if file_shapes is not None:  # check before reading any tensor data
-        check_state_dict(expected, file_shapes, source=f"checkpoint {str(weights)!r}")
-    sd = load_state_dict_file(weights, allow_pickle=allow_pickle, device=device,
-                              dtype_for_key=lambda k: parameter_dtype(k, torch_dtype, keep_extras_fp32))
-    check_state_dict(expected, sd, source=f"checkpoint {str(weights)!r}")
+        lacking = [k for k in expected if k not in file_shapes]
+        base_file = _base_weights_file(raw, base_transformer) if lacking else None
+        if base_file is not None:
+            base_shapes = _shapes_of_file(base_file) or {}
+            fill = [k for k in lacking if k in base_shapes]
+            extra_base = [k for k in base_shapes if k not in expected]
+            if extra_base:
+                check_state_dict(expected, {**base_shapes, **file_shapes},
+                                 source=f"{source} + base transformer {str(base_file)!r}")
+            combined = {**{k: base_shapes[k] for k in fill}, **file_shapes}
+            check_state_dict(expected, combined, source=f"{source} + base transformer {str(base_file)!r}")
+            logger.info("load_transformer: %d weights taken from the base transformer %s", len(fill), base_file)
+            base_sd = load_state_dict_file(base_file, device=device, dtype_for_key=dtype_for_key, keys=fill)
+        else:
+            check_state_dict(expected, file_shapes, source=source)
+    sd = load_state_dict_file(weights, allow_pickle=allow_pickle, device=device, dtype_for_key=dtype_for_key)
+    sd = {**base_sd, **sd}
+    del base_sd
+    check_state_dict(expected, sd, source=source)
     model.load_state_dict(sd, strict=True, assign=True)
     del sd
     model._rebuild_rope(device)
@@ -314,6 +341,28 @@ def load_transformer(directory: str | os.PathLike, torch_dtype: torch.dtype | No
     if meta_left:  # pragma: no cover - guarded by the strict check
         raise CheckpointError(f"tensors not materialised after loading: {meta_left}")
     return model.eval()
+
+
+def _base_weights_file(config_dict: Mapping[str, Any], base_transformer: str | os.PathLike | None) -> Path | None:
+    """Weights file of the base Wan transformer: ``base_transformer`` or ``<base_model>/transformer``
+    (a local folder); None when there is none."""
+    if base_transformer is not None:
+        folder = Path(base_transformer)
+    else:
+        base = config_dict.get("base_model")
+        if not (isinstance(base, str) and base):
+            return None
+        folder = Path(base) / "transformer"
+    if not folder.is_dir():
+        if base_transformer is not None:
+            raise FileNotFoundError(f"base_transformer: {str(folder)!r} is not a directory")
+        return None
+    try:
+        return find_weights_file(folder)
+    except FileNotFoundError:
+        if base_transformer is not None:
+            raise
+        return None
 
 
 def save_transformer(model: Any, directory: str | os.PathLike) -> Path:

@@ -551,7 +551,10 @@ class WorldStereo(nn.Module):
             backbone = WanBackboneConfig.from_dict(read_json(bb_path))
         config = WorldStereoConfig.from_dict(config_dict, backbone_config=backbone)
         dtype = torch_dtype or torch.float32
-        transformer = _load_transformer(resolved.directory, backbone, dtype, allow_pickle)
+        base_transformer = comp_dir / "transformer"
+        has_base_weights = base_transformer.is_dir() and any(base_transformer.glob("*.safetensors*"))
+        transformer = _load_transformer(resolved.directory, backbone, dtype, allow_pickle,
+                                        base_transformer if has_base_weights else None)
 
         parts = {name: _load_component(name, comp_dir, dtype if name == "vae" else torch.float32)
                  for name in ("vae", "text_encoder", "image_encoder", "image_processor", "tokenizer")}
@@ -575,13 +578,15 @@ class WorldStereo(nn.Module):
 
 
 def _load_transformer(directory: Path, backbone: WanBackboneConfig | None, dtype: torch.dtype | None,
-                      allow_pickle: bool) -> nn.Module:
+                      allow_pickle: bool, base_transformer: Path | None = None) -> nn.Module:
     """``config.json`` + ``model.safetensors`` of ``directory`` -> transformer, strictly (missing,
-    unexpected or mis-shaped keys raise :class:`~worldstereo.models.checkpoint.CheckpointError`)."""
+    unexpected or mis-shaped keys raise :class:`~worldstereo.models.checkpoint.CheckpointError`);
+    weights the checkpoint lacks come from ``base_transformer`` (the base Wan transformer), as in
+    the reference."""
     from worldstereo.models.checkpoint import load_transformer
 
     return load_transformer(directory, torch_dtype=dtype, backbone_config=backbone, device="cpu",
-                            allow_pickle=allow_pickle)
+                            allow_pickle=allow_pickle, base_transformer=base_transformer)
 
 
 # keep the documented variant names importable from here too
