@@ -361,3 +361,41 @@ def test_conformance_case_loads_as_a_subfolder(conformance_dir, tmp_path, case):
     with torch.no_grad():
         out = model.transformer(**inputs, return_dict=False)[0]
     assert (out - expected).abs().max().item() < 1e-4
+
+
+def test_checkpoint_without_backbone_takes_it_from_the_base_model(models, saved, tmp_path, monkeypatch):
+    """Reference behaviour: the base Wan transformer is loaded first and the checkpoint on top, so a
+    checkpoint that carries only the new modules (+ some blocks) loads from base + checkpoint; with a
+    Hub base id the transformer weights are fetched only then."""
+    from safetensors.torch import load_file, save_file
+
+    root, base = _make_reference_layout(saved, tmp_path)
+    sub = root / "worldstereo-memory"
+    full = load_file(str(sub / "model.safetensors"))
+    in_base = {k: v for k, v in full.items() if k.startswith(("blocks.1.", "blocks.2.", "condition_embedder."))}
+    save_file({k: v for k, v in full.items() if k not in in_base}, str(sub / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"missing keys .*blocks\.1\."):
+        WorldStereo.from_pretrained(sub)  # the base folder has no transformer weights yet
+    save_file(in_base, str(base / "transformer" / "diffusion_pytorch_model.safetensors"))
+    _assert_same_weights(models["worldstereo-memory"], WorldStereo.from_pretrained(sub))
+
+    # a Hub base id: the first resolution skips transformer weights, the second asks for them
+    import worldstereo.models.worldstereo as ws_module
+
+    calls = []
+
+    def fake_resolve_base_model(name, *, local_files_only=False, need_transformer_weights=False):
+        calls.append(need_transformer_weights)
+        if need_transformer_weights:
+            return base
+        light = tmp_path / "light-base"
+        if not light.exists():
+            shutil.copytree(base, light, ignore=shutil.ignore_patterns("*.safetensors"))
+        return light
+
+    monkeypatch.setattr(ws_module, "resolve_base_model", fake_resolve_base_model)
+    cfg = json.loads((sub / "config.json").read_text())
+    cfg["base_model"] = "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"
+    (sub / "config.json").write_text(json.dumps(cfg))
+    _assert_same_weights(models["worldstereo-memory"], WorldStereo.from_pretrained(sub))
+    assert calls == [False, True]

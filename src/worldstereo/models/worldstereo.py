@@ -553,6 +553,13 @@ class WorldStereo(nn.Module):
         dtype = torch_dtype or torch.float32
         base_transformer = comp_dir / "transformer"
         has_base_weights = base_transformer.is_dir() and any(base_transformer.glob("*.safetensors*"))
+        if not has_base_weights and not (resolved.is_own_format and base_model is None) \
+                and _checkpoint_lacks_weights(resolved.directory, config, allow_pickle):
+            # like the reference, the weights the checkpoint does not carry come from the base transformer
+            base = base_model if base_model is not None else config_dict.get("base_model", "")
+            comp_dir = resolve_base_model(base, local_files_only=local_files_only, need_transformer_weights=True)
+            base_transformer = comp_dir / "transformer"
+            has_base_weights = base_transformer.is_dir() and any(base_transformer.glob("*.safetensors*"))
         transformer = _load_transformer(resolved.directory, backbone, dtype, allow_pickle,
                                         base_transformer if has_base_weights else None)
 
@@ -575,6 +582,21 @@ class WorldStereo(nn.Module):
             model.to(device)
         logger.info("Loaded %s from %s (components from %s)", model.variant, resolved.directory, comp_dir)
         return model
+
+
+def _checkpoint_lacks_weights(directory: Path, config: WorldStereoConfig, allow_pickle: bool) -> bool:
+    """Whether the checkpoint of ``directory`` lacks some of the transformer's weights (read from the
+    safetensors header only; False for formats without a header)."""
+    from worldstereo.models.checkpoint import find_weights_file, read_safetensors_header
+    from worldstereo.models.transformer import WorldStereoTransformer
+
+    weights = find_weights_file(directory, allow_pickle=allow_pickle)
+    if weights.suffix != ".safetensors":
+        return False
+    with torch.device("meta"):
+        expected = WorldStereoTransformer(config).state_dict().keys()
+    present = read_safetensors_header(weights)[0].keys()
+    return any(k not in present for k in expected)
 
 
 def _load_transformer(directory: Path, backbone: WanBackboneConfig | None, dtype: torch.dtype | None,
