@@ -1,5 +1,4 @@
 import os
-import time
 
 import numpy as np
 import pytest
@@ -116,7 +115,8 @@ def test_fit_reduces_loss_and_exports(small_scene, tmp_path):
 
 @pytest.mark.skipif(os.environ.get("WORLDSTEREO_SKIP_SLOW_TESTS") == "1",
                     reason="WORLDSTEREO_SKIP_SLOW_TESTS=1 (takes 15 s on idle 2 cores, up to 90 s when busy)")
-def test_heldout_psnr_128px_under_5_minutes():
+def test_heldout_psnr_128px():
+    """Held-out view >= 25 dB at 128x128 (its training time is measured by benchmarks/neural_field.py)."""
     S = 128
     cams = ring_cameras(13, size=S, arc_deg=90, start_deg=-135)
     frames, depth = render_views(cams)
@@ -125,11 +125,7 @@ def test_heldout_psnr_128px_under_5_minutes():
     w2c, Ks = np.asarray(cams.w2c, dtype=np.float64), np.asarray(cams.K, dtype=np.float64)
     train = make_trajectory(w2c[tr], Ks[tr], S, S)
     held = make_trajectory(w2c[[ho]], Ks[[ho]], S, S)
-    t0 = time.time()
     rec = reconstruct(torch.from_numpy(frames[tr]).float(), train, "neural_field",
                       torch.from_numpy(depth[tr]).float(), voxel_size=0.02, field_iterations=100, progress=False)
-    elapsed = time.time() - t0
     psnr = masked_psnr(rec.field.render(held, 0).numpy(), frames[ho])
-    print(f"held-out PSNR {psnr:.2f} dB in {elapsed:.1f} s")
-    assert elapsed < 300
     assert psnr >= 25.0
