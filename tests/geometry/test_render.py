@@ -316,3 +316,65 @@ def test_pipeline_defaults_blend_a_dense_plane() -> None:
     assert out.hole_mask.sum() == 0
     assert torch.allclose(out.depth, torch.tensor(3.0), atol=1e-5)
     assert torch.allclose(out.image[0], torch.tensor([0.2, 0.5, 0.7])[:, None, None], atol=1e-5)
+
+
+def _brute_force_splat(u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, rgb: torch.Tensor, h: int, w: int,
+                       r: float, ppp: int, tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pixel loop of the documented semantics (float64): nearest point per pixel, footprint r with
+    weights 1 - d²/r², front surface = min covering depth, points within tol of it blended (at most
+    ppp, nearest pixel offsets first). Also returns pixels whose result is sensitive to rounding."""
+    win: dict[tuple[int, int], int] = {}
+    for i in range(len(z)):
+        key = (int(torch.floor(v[i])), int(torch.floor(u[i])))
+        if key not in win or z[i] < z[win[key]]:
+            win[key] = i
+    s = math.ceil(r + 0.5)
+    offs = sorted(((dy, dx) for dy in range(-s, s + 1) for dx in range(-s, s + 1)),
+                  key=lambda o: (o[0] ** 2 + o[1] ** 2, o))
+    image, depth = torch.zeros(3, h, w, dtype=torch.float64), torch.zeros(h, w, dtype=torch.float64)
+    hole, ambiguous = torch.ones(h, w, dtype=torch.bool), torch.zeros(h, w, dtype=torch.bool)
+    for py in range(h):
+        for px in range(w):
+            cov = []  # (offset rank, weight, point) of the covering winners
+            for rank, (dy, dx) in enumerate(offs):
+                i = win.get((py + dy, px + dx))
+                if i is None:
+                    continue
+                d2 = (u[i].item() - px - 0.5) ** 2 + (v[i].item() - py - 0.5) ** 2
+                if abs(d2 - r * r) < 1e-3:
+                    ambiguous[py, px] = True
+                if d2 < r * r:
+                    cov.append((rank, 1.0 - d2 / (r * r), i))
+            if not cov:
+                continue
+            hole[py, px] = False
+            z0 = min(z[i].item() for _, _, i in cov)
+            front = [(wt, i) for _, wt, i in sorted(cov) if z[i].item() <= z0 * (1 + tol)][:ppp]
+            total = sum(wt for wt, _ in front)
+            depth[py, px] = sum(wt * z[i].item() for wt, i in front) / total
+            image[:, py, px] = sum(wt * rgb[i].double() for wt, i in front) / total
+    return image, depth, hole, ambiguous
+
+
+@pytest.mark.parametrize("r_px, ppp", [(1.92, 8), (1.5, 3), (2.6, 30)])
+def test_footprint_blending_matches_brute_force(r_px: float, ppp: int) -> None:
+    """Random sub-pixel positions, depth layers (some within, some beyond the depth tolerance of each
+    other), several points in some pixels: every unambiguous pixel equals a per-pixel loop."""
+    g = torch.Generator().manual_seed(7)
+    h, w, f = 14, 18, 20.0
+    n = 260
+    u = torch.rand(n, generator=g, dtype=torch.float64) * w
+    v = torch.rand(n, generator=g, dtype=torch.float64) * h
+    layers = torch.tensor([2.0, 2.01, 2.08, 2.6, 3.5], dtype=torch.float64)
+    z = layers[torch.randint(0, 5, (n,), generator=g)] + torch.rand(n, generator=g, dtype=torch.float64) * 1e-3
+    rgb = torch.rand(n, 3, generator=g)
+    K = _K(h, w, f)
+    xyz = torch.stack([(u - w / 2) / f * z, (v - h / 2) / f * z, z], 1).float()
+    out = render_point_cloud(PointCloud(xyz, rgb), torch.eye(4), K, h, w, point_radius=r_px / (min(h, w) / 2),
+                             points_per_pixel=ppp, depth_tolerance=0.02)
+    image, depth, hole, ambiguous = _brute_force_splat(u, v, z, rgb, h, w, r_px, ppp, 0.02)
+    ok = ~ambiguous
+    assert ok.float().mean() > 0.8 and (~hole & ok).sum() > 150
+    assert torch.equal(out.hole_mask[0, 0].bool()[ok], hole[ok])
+    torch.testing.assert_close(out.depth[0, 0].double()[ok], depth[ok], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.image[0].double()[:, ok], image[:, ok], rtol=1e-4, atol=1e-4)

@@ -30,12 +30,14 @@ splatting (other points of the same pixel can only be hidden by it, up to sub-pi
 Conventions: ``w2c`` world-to-camera 4x4, OpenCV axes (x right, y down, z forward); ``K`` pixel
 intrinsics, pixel (row r, col c) has its centre at ``(c + 0.5, r + 0.5)``; images in [0, 1].
 
-Performance (CPU): about ten short in-place element-wise ops per stencil offset over cache-sized
-tiles, plus one scatter and six gathers per frame (``benchmarks/render.py``: 400k points at
-480x832, see the report numbers there; roughly 25-40 ms per frame on one core of the 2-core CI box
-depending on its load). On a CPU shared with other busy processes set ``OMP_WAIT_POLICY=PASSIVE``
-in the environment (or use fewer torch threads): spinning OpenMP threads that lose their core can
-make it 5-10x slower.
+Performance (CPU): about ten in-place element-wise ops per stencil offset over tiles of ``_TILE``
+canvas pixels (large enough for torch's intra-op parallelism to use every core, small enough to stay
+in the last-level cache), plus one scatter and six gathers per frame (``benchmarks/render.py``: 400k
+points at 480x832 and the pipeline defaults: about 22-25 ms per frame with 2 threads on the idle
+2-core CI box, where Open3D's 1-pixel ``project_to_rgbd_image`` takes about 18-20 ms and this
+module's 1-pixel z-buffer, ``point_radius=0``, about 10 ms). On a CPU shared with other busy
+processes set ``OMP_WAIT_POLICY=PASSIVE`` in the environment (or use fewer torch threads): spinning
+OpenMP threads that lose their core can make it 5-10x slower.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ _HOLE_DEPTH = 1e13
 _MAX_DEPTH = 1e12
 _SCALE = 2.0**66
 _INT64_MAX = torch.iinfo(torch.int64).max
-_TILE = 1 << 16  # canvas pixels per tile of the splatting loops (the tile's working set stays in cache)
+_TILE = 1 << 17  # canvas pixels per tile of the splatting loops (large enough for intra-op parallelism)
 
 
 def _equirect_uv(x: Tensor, y: Tensor, z: Tensor, height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -212,8 +214,11 @@ class _Workspace:
         self.valid = torch.empty(n, dtype=torch.bool, device=dev)
         self.valid2 = torch.empty(n, dtype=torch.bool, device=dev)
         lm = length + 2 * margin
-        # padded canvas planes with margins for the shifted slices; the margins hold "no point"
-        self.planes = self.attrs[:, total:].expand(6, lm).contiguous()
+        # padded canvas planes [1, z, r, g, b, du, dv] with margins for the shifted slices; the
+        # margins hold "no point"; the constant row of ones makes the weight sum part of the blend
+        self.planes = torch.empty(7, lm, device=dev)
+        self.planes[0].fill_(1.0)
+        self.planes[1:].copy_(self.attrs[:, total:].expand(6, lm))
         t = min(_TILE, length)
         tl = t + 2 * margin  # a tile and the margins its shifted slices read
         self.e = torch.empty(tl, device=dev)
@@ -236,7 +241,8 @@ def _shade(ws: _Workspace, length: int, margin: int, wp: int, r: float, offs: li
     The canvas is flat and contiguous: a shift by (dy, dx) pixels is a slice at flat offset
     ``dy · wp + dx``. It is processed in tiles of ``_TILE`` pixels so that the planes of a tile stay
     in cache while the per-offset loops (a few fused in-place ops each) run over it. Writes
-    ``ws.acc`` = [Σw, Σw z, Σw r, Σw g, Σw b] and ``ws.hole``.
+    ``ws.acc`` = [Σw, Σw z, Σw r, Σw g, Σw b] and ``ws.hole`` (one ``addcmul`` per offset: the planes
+    are [1, z, r, g, b, du, dv], so the weight sum is blended like the other rows).
 
     Weight of the point of pixel q = p + (dy, dx) at the centre of p (its projection lies at
     (dx + du_q, dy + dv_q) from it): ``w = 1 - d²/r² = A_dx[q] + B_dy[q]`` with
@@ -244,7 +250,7 @@ def _shade(ws: _Workspace, length: int, margin: int, wp: int, r: float, offs: li
     w > 0 (the "no point" sentinel du = dv = far makes w < 0 everywhere).
     """
     pl = ws.planes
-    z_pl, blend, du, dv = pl[0], pl[0:4], pl[4], pl[5]
+    z_pl, blend, du, dv = pl[1], pl[0:5], pl[5], pl[6]
     r2 = r * r
     dxs = sorted({dx for _, dx in offs})
     dys = sorted({dy for dy, _ in offs if dy != 0})
@@ -322,11 +328,9 @@ def _shade(ws: _Workspace, length: int, margin: int, wp: int, r: float, offs: li
                 budget.sub_(torch.sign(w, out=tmp))
             a = base + dy * wp + dx
             if k == 0:
-                acc[0].copy_(w)
-                torch.mul(blend[:, a:a + t], w, out=acc[1:])
+                torch.mul(blend[:, a:a + t], w, out=acc)
             else:
-                acc[0].add_(w)
-                acc[1:].addcmul_(blend[:, a:a + t], w)
+                acc.addcmul_(blend[:, a:a + t], w)
 
 
 def _render(points: PointCloud, w2c: Tensor, K: Tensor | None, height: int, width: int, point_radius: float,
@@ -400,15 +404,15 @@ def _render(points: PointCloud, w2c: Tensor, K: Tensor | None, height: int, widt
         canvas = canvas.index_select(2, colmap) if equirect else canvas[:, 1:-1, 1:-1]
         idx = torch.bitwise_and(canvas, 0xFFFFFFFF).clamp_(max=ws.sentinel).view(-1)  # empty -> "no point"
         for j in range(6):
-            torch.index_select(ws.attrs[j], 0, idx, out=ws.planes[j, margin:margin + length])
+            torch.index_select(ws.attrs[j], 0, idx, out=ws.planes[j + 1, margin:margin + length])
         rest = ws.planes.shape[1] - margin - length
         if rest > margin:  # a last, smaller chunk: "no point" after it
-            ws.planes[:, margin + length:].copy_(ws.attrs[:, ws.sentinel:].expand(6, rest))
+            ws.planes[1:, margin + length:].copy_(ws.attrs[:, ws.sentinel:].expand(6, rest))
         if offs:
             _shade(ws, length, margin, wp, r, offs, points_per_pixel, depth_tolerance)
         else:  # point_radius 0: a plain z-buffer, the nearest point of each pixel
             torch.eq(idx, ws.sentinel, out=ws.hole[:length])
-            ws.acc[1:, :length].copy_(ws.planes[0:4, margin:margin + length])
+            ws.acc[1:, :length].copy_(ws.planes[1:5, margin:margin + length])
             ws.acc[0, :length].copy_(ws.hole[:length]).sub_(1.0).neg_()
             ws.acc[1:, :length].mul_(ws.acc[0, :length])
         acc = ws.acc[:, :length]
