@@ -151,17 +151,23 @@ def _frame_names(n: int, names: Sequence[str] | None) -> list[str]:
     return [str(x) for x in names]
 
 
+
+def _export_inputs(cameras: Any, frames: Any, names: Sequence[str] | None) -> tuple[Any, Any, list[str]]:
+    """Cameras of an export (rescaled to the frames when frames are given), the checked frames
+    (or None) and one name per camera."""
+    cams = camera_arrays(cameras, name="cameras")
+    f = _check_frames_for(frames, cams)
+    if f is not None:
+        cams = cams.resized(f.shape[2], f.shape[3])
+    return cams, f, _frame_names(len(cams), names)
+
 def write_transforms_json(out_dir: str | os.PathLike[str], cameras: Any, frames: Any = None, *,
                           names: Sequence[str] | None = None, ply_file_path: str | None = None) -> Path:
     """Write a nerfstudio ``transforms.json`` (+ ``images/<name>.png`` when ``frames`` are given).
 
     Returns the path of ``transforms.json``.
     """
-    cams = camera_arrays(cameras, name="cameras")
-    f = _check_frames_for(frames, cams)
-    if f is not None:
-        cams = cams.resized(f.shape[2], f.shape[3])
-    names = _frame_names(len(cams), names)
+    cams, f, names = _export_inputs(cameras, frames, names)
     out = Path(out_dir)
     entries = []
     c2w = cams.c2w
@@ -221,11 +227,7 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
     ours); images are named ``<name>.png`` (written to ``out_dir/images`` when ``frames`` are given). ``points`` (N,3)
     and ``colors`` (N,3) [0,1] fill ``points3D.txt`` (empty tracks). Returns ``out_dir``.
     """
-    cams = camera_arrays(cameras, name="cameras")
-    f = _check_frames_for(frames, cams)
-    if f is not None:
-        cams = cams.resized(f.shape[2], f.shape[3])
-    names = _frame_names(len(cams), names)
+    cams, f, names = _export_inputs(cameras, frames, names)
     out = Path(out_dir)
     cam_lines = ["# Camera list with one line of data per camera:",
                  "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]", f"# Number of cameras: {len(cams)}"]
@@ -323,11 +325,7 @@ def write_worldmirror(out_dir: str | os.PathLike[str], cameras: Any, frames: Any
 
     ``K`` is expressed for the frames' size when frames are given. Returns the path of ``cameras.json``.
     """
-    cams = camera_arrays(cameras, name="cameras")
-    f = _check_frames_for(frames, cams)
-    if f is not None:
-        cams = cams.resized(f.shape[2], f.shape[3])
-    ids = _frame_names(len(cams), camera_ids)
+    cams, f, ids = _export_inputs(cameras, frames, camera_ids)
     out = Path(out_dir)
     c2w = cams.c2w
     if f is not None:
