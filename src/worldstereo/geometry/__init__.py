@@ -7,6 +7,7 @@ float in [0,1], hole masks 1 = not covered by the point cloud. Equirectangular i
 increases upwards (see :func:`~worldstereo.geometry.render.equirect_project`).
 """
 
+from .coverage import LOW_COVERAGE_THRESHOLD, render_coverage, warn_low_coverage
 from .lifting import get_points3d_and_colors, lift_depth
 from .panorama import (
     equirect_to_perspective,
@@ -18,6 +19,7 @@ from .pointcloud import PointCloud
 from .render import RenderOutput, render_point_cloud, render_point_cloud_equirect
 
 __all__ = [
+    "LOW_COVERAGE_THRESHOLD",
     "PointCloud",
     "RenderOutput",
     "equirect_to_perspective",
@@ -28,4 +30,6 @@ __all__ = [
     "perspective_to_equirect",
     "render_point_cloud",
     "render_point_cloud_equirect",
+    "render_coverage",
+    "warn_low_coverage",
 ]
