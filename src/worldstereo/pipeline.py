@@ -29,6 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from .camera import CameraTrajectory, camera_qt_tokens, plucker_embedding
+from .geometry.coverage import render_coverage, warn_low_coverage
 from .pipeline_validation import (
     RECONSTRUCTION_METHODS,
     validate_generation_args,
@@ -62,11 +63,14 @@ class SceneMemory:
         geometric: the global point cloud (GGM), or None when geometric memory is not used.
         spatial: the bank of frames with cameras (SSM), or None for the camera variant.
         history: one :class:`GenerationRecord` per generated video, in order.
+        median_depth: the condition view's median depth in scene units, set by the first video
+            (presets of later videos are converted to scene units with it).
     """
 
     geometric: Any = None
     spatial: Any = None
     history: List["GenerationRecord"] = field(default_factory=list)
+    median_depth: Optional[float] = None
 
 
 @dataclass
@@ -79,6 +83,13 @@ class GenerationRecord:
         num_references: reference views given to the model (memory variants);
         ref_index: their RoPE slots; reference_names: their bank names;
         render_video / render_mask: the ControlNet inputs, (F,3,H,W) in [0,1] and (F,1,H,W);
+        render_depth: z-depth of the render (F,1,H,W) in scene units, 0 where there is none
+            (holes); None without geometric memory;
+        coverage: per-frame share of non-hole pixels of ``render_mask`` in [0, 1]
+            (:func:`~worldstereo.geometry.coverage.render_coverage`; frame 0, the condition
+            view, is 1.0; all 0.0 without geometric memory);
+        median_depth: the condition view's median depth in scene units (None when unknown);
+        trajectory: the trajectory used, in scene units with K at the generation size;
         timings: seconds per stage.
     """
 
@@ -92,6 +103,10 @@ class GenerationRecord:
     reference_names: List[str] = field(default_factory=list)
     render_video: Optional[Tensor] = None
     render_mask: Optional[Tensor] = None
+    render_depth: Optional[Tensor] = None
+    coverage: List[float] = field(default_factory=list)
+    median_depth: Optional[float] = None
+    trajectory: Optional[CameraTrajectory] = None
     timings: Dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> Dict[str, Any]:
@@ -105,6 +120,8 @@ class GenerationRecord:
             "num_references": self.num_references,
             "ref_index": list(self.ref_index),
             "reference_names": list(self.reference_names),
+            "coverage": [round(float(c), 6) for c in self.coverage],
+            "median_depth": self.median_depth,
             "timings": dict(self.timings),
         }
 
@@ -157,9 +174,12 @@ def _new_scene_memory(model: Any, use_geometric: bool, use_spatial: bool) -> Sce
 
 def _trajectory_at_size(trajectory: CameraTrajectory, height: int, width: int, depth_K: Optional[Tensor],
                         depth_size: Optional[Tuple[int, int]]) -> CameraTrajectory:
-    """The trajectory with intrinsics at ``(height, width)``."""
+    """The trajectory with intrinsics at ``(height, width)``: :meth:`CameraTrajectory.at_size`
+    (field-of-view intrinsics such as a preset's are rebuilt with square pixels; pixel intrinsics
+    are rescaled, with a warning when that stretches the pixels), else the depth estimator's K,
+    else a :data:`DEFAULT_FOV_DEG` horizontal field of view."""
     if trajectory.has_intrinsics:
-        return trajectory.resized(height, width)
+        return trajectory.at_size(height, width)
     if depth_K is not None and depth_size is not None:
         from .io.image import rescale_intrinsics
 
@@ -168,6 +188,12 @@ def _trajectory_at_size(trajectory: CameraTrajectory, height: int, width: int, d
         return trajectory.with_intrinsics(K, height=height, width=width)
     logger.info("camera_trajectory: no intrinsics; using a %.0f deg horizontal field of view", DEFAULT_FOV_DEG)
     return trajectory.with_intrinsics(height=height, width=width, fov_deg=DEFAULT_FOV_DEG)
+
+
+def _median_valid_depth(depth: Tensor, valid: Tensor) -> Optional[float]:
+    """Median of the valid (> 0) depth, or None when there is none."""
+    mask = valid.bool() & (depth > 0)
+    return float(depth[mask].float().median()) if bool(mask.any()) else None
 
 
 def _format_output(frames: Tensor, output_format: str) -> VideoOutput:
@@ -386,10 +412,14 @@ class _Scene:
     Attributes:
         image: condition view (3, H, W) in [0, 1] at the generation size.
         pano: the equirectangular condition image (3, Hp, Wp) for panoramas, else None.
-        w2c, K: trajectory at the generation size, float32 (F, 4, 4) / (F, 3, 3).
+        w2c, K: trajectory at the generation size, in scene units, float32 (F, 4, 4) / (F, 3, 3).
         render_video: ControlNet render (F, 3, H, W) in [0, 1], frame 0 = ``image``, holes grey.
         hole_mask: (F, 1, H, W), 1 = hole, frame 0 = 0.
         estimator: the depth estimator resolved for this call (None when none was needed).
+        render_depth: z-depth of the render (F, 1, H, W), 0 at holes (None without geometry).
+        coverage: per-frame share of non-hole pixels of ``hole_mask``.
+        trajectory: the :class:`CameraTrajectory` behind ``w2c`` / ``K``.
+        median_depth: the condition view's median depth in scene units (None when unknown).
     """
 
     image: Tensor
@@ -399,6 +429,10 @@ class _Scene:
     render_video: Tensor
     hole_mask: Tensor
     estimator: Any = None
+    render_depth: Optional[Tensor] = None
+    coverage: List[float] = field(default_factory=list)
+    trajectory: Optional[CameraTrajectory] = None
+    median_depth: Optional[float] = None
 
 
 @dataclass
@@ -477,9 +511,9 @@ def _prepare_memory(model: Any, request: _Request, memory: Optional[SceneMemory]
 
 
 def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Scene:
-    """Condition view, trajectory at the generation size and the point-cloud render with its hole
-    mask (the ControlNet inputs). Estimates the condition image's depth when the geometric memory
-    is empty and no point cloud was given."""
+    """Condition view, trajectory at the generation size in scene units and the point-cloud render
+    with its hole mask (the ControlNet inputs) and coverage. Estimates the condition image's depth
+    when the geometric memory is empty and no point cloud was given."""
     height, width, num_frames = request.height, request.width, request.num_frames
     pano = request.image_full if request.panorama else None
     geometric = memory.geometric if request.use_geometric_memory else None
@@ -497,6 +531,13 @@ def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Sc
         depth_pred.K if with_K else None,
         (depth_pred.height, depth_pred.width) if with_K else None,
     )
+    if depth_pred is not None:
+        memory.median_depth = _median_valid_depth(depth_pred.depth, depth_pred.valid_mask)
+    elif request.point_cloud is not None and geometric is not None:
+        memory.median_depth = _scene_median_depth(_as_point_cloud(request.point_cloud), trajectory)
+    elif memory.median_depth is None and geometric is not None and not geometric.is_empty:
+        memory.median_depth = _scene_median_depth(geometric.points, trajectory)
+    trajectory = _in_scene_units(trajectory, memory.median_depth)
     w2c = trajectory.w2c.float()
     K = trajectory.K.float()
     if pano is not None:
@@ -511,7 +552,8 @@ def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Sc
     if geometric is None:
         render_video = torch.full((num_frames, 3, height, width), HOLE_GREY)
         hole_mask = torch.ones(num_frames, 1, height, width)
-        return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator)
+        return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator, None, [0.0] * num_frames,
+                      trajectory, memory.median_depth)
 
     if request.point_cloud is not None:
         geometric.from_point_cloud(_as_point_cloud(request.point_cloud), condition_image=image)
@@ -531,7 +573,34 @@ def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Sc
     render_video = torch.where(hole_mask > 0.5, torch.full_like(render.video, HOLE_GREY), render.video)
     render_video[0] = image
     hole_mask[0] = 0.0
-    return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator)
+    render_depth = torch.where(hole_mask > 0.5, torch.zeros_like(render.depth), render.depth.float())
+    coverage = render_coverage(hole_mask)
+    warn_low_coverage(coverage, what="generate_video: point-cloud render", log=logger)
+    return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator, render_depth, coverage, trajectory,
+                  memory.median_depth)
+
+
+def _scene_median_depth(points: Any, trajectory: CameraTrajectory) -> Optional[float]:
+    """Median depth of ``points`` seen from frame 0 (None when frame 0 sees none of them)."""
+    from .camera.fit import scene_median_depth
+
+    try:
+        return scene_median_depth(points, trajectory.w2c[0], trajectory.K[0], trajectory.height, trajectory.width)
+    except ValueError:
+        return None
+
+
+def _in_scene_units(trajectory: CameraTrajectory, median_depth: Optional[float]) -> CameraTrajectory:
+    """A preset (``units="median_depth"``) converted with the scene's median depth (1.0 when unknown)."""
+    if trajectory.units == "scene":
+        return trajectory
+    if median_depth is None:
+        logger.info("camera_trajectory: the scene's median depth is unknown (no depth, no point cloud); the preset's "
+                    "distances are taken as scene units")
+        median_depth = 1.0
+    elif abs(median_depth - 1.0) > 1e-6:
+        logger.info("camera_trajectory: preset distances are in median depths; scene median depth %.4g", median_depth)
+    return trajectory.in_scene_units(median_depth)
 
 
 def _prepare_references(model: Any, request: _Request, scene: _Scene, memory: SceneMemory) -> Optional[_References]:
@@ -648,7 +717,9 @@ def _make_record(model: Any, request: _Request, scene: _Scene, refs: Optional[_R
                  cond: _Conditioning, steps_run: int, calls: int, timings: Dict[str, float]) -> GenerationRecord:
     record = GenerationRecord(
         variant=model.variant, steps=steps_run, transformer_calls=calls, guidance_scale=cond.guidance_scale,
-        seed=request.seed, render_video=scene.render_video, render_mask=scene.hole_mask, timings=timings,
+        seed=request.seed, render_video=scene.render_video, render_mask=scene.hole_mask,
+        render_depth=scene.render_depth, coverage=list(scene.coverage), median_depth=scene.median_depth,
+        trajectory=scene.trajectory, timings=timings,
     )
     if refs is not None:
         record.num_references = int(refs.ref_index.numel())
@@ -770,11 +841,7 @@ def reconstruct_3d(
         model, condition_image, camera_trajectory, num_frames=num_frames, output_format="tensor",
         memory=memory, **generation_kwargs,
     )
-    height, width = frames.shape[-2:]
-    trajectory = camera_trajectory
-    if not trajectory.has_intrinsics:
-        trajectory = trajectory.with_intrinsics(height=height, width=width, fov_deg=DEFAULT_FOV_DEG)
-    trajectory = trajectory.resized(int(height), int(width))
+    trajectory = memory.history[-1].trajectory  # scene units, K at the video size
     from .reconstruction import reconstruct
 
     estimator = _resolve_depth_estimator(model, depth_estimator)
