@@ -57,7 +57,7 @@ def test_no_network_fails_after_one_probe(monkeypatch):
         get_depth_estimator(UNCACHED, device="cpu")
     _assert_hint(str(info.value), UNCACHED)
     assert "does not answer" in str(info.value)
-    assert net.count == 1  # the probe; the cache lookup makes no connection
+    assert net.count <= 1  # at most the probe (none when the name does not resolve); the cache lookup makes none
 
 
 def test_not_a_hub_id_nor_a_folder_is_named():
