@@ -244,15 +244,23 @@ def generate_video(
         condition_image: path, PIL image, or tensor (C,H,W) / (1,C,H,W) in [0,1]; frame 0 of the
             video. Resized to ``(height, width)`` (the trajectory's K is rescaled accordingly).
         camera_trajectory: ``num_frames`` cameras (world-to-camera OpenCV); frame 0 is the
-            condition view. Without intrinsics, K comes from the depth estimator when it predicts
-            one, else from a 60° horizontal field of view (logged).
+            condition view. Brought to ``(height, width)`` with
+            :meth:`~worldstereo.camera.CameraTrajectory.at_size` (presets keep square pixels).
+            A preset (``units="median_depth"``) is scaled by the condition view's median depth
+            (of the depth estimate, or of ``point_cloud`` seen from frame 0). Without
+            intrinsics, K comes from the depth estimator when it predicts one, else from a 60°
+            horizontal field of view (logged). The record in ``memory.history`` holds the
+            per-frame render coverage; a warning names the first frame below
+            :data:`~worldstereo.geometry.coverage.LOW_COVERAGE_THRESHOLD`.
         num_frames: number of frames; must equal ``len(camera_trajectory)``. Every frame is one
             keyframe latent (keyframe VAE).
         height, width: output size in pixels, multiples of 16.
-        num_inference_steps: UniPC steps (camera / memory variants). The distilled variant uses
-            its fixed ``dmd_steps`` schedule (a different value logs a warning).
+        num_inference_steps: UniPC steps (camera / memory variants). The default, 50, is the
+            interface document's; the reference inference script (and the CLI) uses 40. The
+            distilled variant uses its fixed ``dmd_steps`` schedule (a different value logs a warning).
         guidance_scale: classifier-free guidance scale (only the text embedding changes in the
-            unconditional pass). Ignored by the distilled variant.
+            unconditional pass); default 7.5 from the interface document, 5.0 in the reference
+            script and the CLI. Ignored by the distilled variant.
         point_cloud: optional initial geometric memory, (N,3) or (N,6) xyz+rgb (rgb in [0,1],
             uint8 rescaled) or a :class:`~worldstereo.geometry.PointCloud`, in the trajectory's
             world frame; replaces the depth estimate of the condition image.

@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["UsageError", "parse_key_values", "positive_float", "positive_int"]
+__all__ = ["UsageError", "add_fit_option", "coverage_share", "parse_key_values", "positive_float", "positive_int"]
+
+#: default of ``--fit-trajectory`` without a value (= ``worldstereo.camera.fit.DEFAULT_MIN_COVERAGE``,
+#: kept literal so that ``--help`` does not import torch)
+FIT_DEFAULT_COVERAGE = 0.5
 
 
 class UsageError(ValueError):
@@ -40,6 +44,26 @@ def positive_float(text: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def coverage_share(text: str) -> float:
+    """argparse type: a share of pixels in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share of covered pixels in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share of covered pixels in (0, 1], got {text!r}")
+    return value
+
+
+def add_fit_option(parser: argparse.ArgumentParser) -> None:
+    """``--fit-trajectory [MIN_COVERAGE]`` (``render``, ``demo``, ``generate``, ``multi-view``)."""
+    parser.add_argument(
+        "--fit-trajectory", nargs="?", const=FIT_DEFAULT_COVERAGE, default=None, type=coverage_share,
+        metavar="MIN_COVERAGE",
+        help="scale each trajectory's motion (rotations kept) so that the point-cloud render covers at least "
+             f"MIN_COVERAGE of every frame (default {FIT_DEFAULT_COVERAGE}); the motion only shrinks")
 
 
 def _parse_scalar(text: str) -> Any:

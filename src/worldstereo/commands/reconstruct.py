@@ -1,9 +1,16 @@
-"""``worldstereo reconstruct``: 3D reconstruction of posed frames (a folder of images or a video).
+"""``worldstereo reconstruct``: 3D reconstruction of posed frames (a folder of images, a video, or
+an output folder of ``demo`` / ``render`` / ``generate`` / ``multi-view``).
 
 Writes into ``--out``: ``points.ply`` (fused points), ``mesh.glb`` (``--method mesh``),
 ``gaussians.ply`` (``--method neural_field``), ``nerfstudio/transforms.json``, ``colmap/`` (text
 model), ``worldmirror/cameras.json`` (each with the frames as images), ``viewer.html`` (static viewer)
 and ``metrics.json`` (quality metrics).
+
+An output folder is recognised by its ``camera.json`` (or ``camera_00.json``, ``camera_01.json`` ...
+of ``multi-view``): the frames are ``video.mp4`` (``generate``) or ``render.mp4`` (``render`` /
+``demo``), one per camera file, the cameras those files and the depth ``depths.npz`` (the render's
+depth, holes excluded), so no depth model and no network are needed; several videos of one
+``multi-view`` folder share one world frame and are reconstructed together.
 """
 
 from __future__ import annotations
@@ -11,32 +18,45 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from worldstereo.commands import UsageError, positive_float, positive_int
 
-__all__ = ["load_cameras", "load_depth_input", "load_frames", "register", "run"]
+__all__ = ["OutputFolderVideo", "find_output_folder_videos", "load_cameras", "load_depth_input", "load_frames",
+           "register", "run"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".gif")
 
+_DESCRIPTION = (
+    "3D reconstruction of posed frames. INPUT is a folder of frames (sorted by name), a video file, or an output "
+    "folder of demo, render, generate or multi-view: then its video (video.mp4, else render.mp4; video_NN.mp4 of "
+    "multi-view), cameras (camera.json / camera_NN.json) and render depth (depths.npz) are used, so neither "
+    "--cameras nor a depth model is needed. Writes points.ply, mesh.glb (--method mesh), gaussians.ply (--method "
+    "neural_field), nerfstudio/transforms.json, colmap/, worldmirror/, viewer.html and metrics.json into --out."
+)
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``reconstruct`` sub-command."""
     p = subparsers.add_parser(
         "reconstruct", help="3D reconstruction (point cloud / mesh / neural field) of posed frames",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="folder of frames (sorted by name) or a video file")
-    p.add_argument("--cameras", required=True,
+        description=_DESCRIPTION)
+    p.add_argument("input", help="folder of frames (sorted by name), a video file, or an output folder of demo / "
+                                 "render / generate / multi-view")
+    p.add_argument("--cameras", default=None,
                    help="camera file: our trajectory .json/.npz, reference camera.json, transforms.json, "
-                        "WorldMirror cameras.json, RealEstate10K .txt, or a COLMAP text-model folder")
+                        "WorldMirror cameras.json, RealEstate10K .txt, or a COLMAP text-model folder (default for an "
+                        "output folder: its camera.json; required otherwise)")
     p.add_argument("--method", choices=("point_cloud", "mesh", "neural_field"), default="point_cloud")
     p.add_argument("--depth", default=None,
                    help="per-frame depth: a (T,H,W) .npy/.npz, a folder of per-frame depth files, or a depth "
-                        "model id / 'moge' (default: the library's default depth model)")
+                        "model id / 'moge' (default: the output folder's depths.npz, else the library's default "
+                        "depth model)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--scale-anchor", choices=("first", "cameras"), default="first",
                    help="what fixes the depth scale: frame 0 (default) or the camera baselines")
@@ -48,6 +68,42 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="device for a depth model (default: auto)")
     p.set_defaults(func=run)
     return p
+
+
+@dataclass
+class OutputFolderVideo:
+    """One video of an output folder: its frames, cameras and render depth (None when absent)."""
+
+    video: Path
+    cameras: Path
+    depths: Path | None
+
+
+def find_output_folder_videos(folder: Path) -> list[OutputFolderVideo] | None:
+    """The videos of an output folder of ``demo`` / ``render`` / ``generate`` (``camera.json``) or
+    ``multi-view`` (``camera_NN.json``), in order; None when ``folder`` is not one.
+
+    Raises:
+        UsageError: a camera file without its video.
+    """
+    if not folder.is_dir():
+        return None
+    if (folder / "camera.json").is_file():
+        suffixes = [""]
+    else:
+        suffixes = [p.stem[len("camera"):] for p in sorted(folder.glob("camera_[0-9][0-9].json"))]
+        if not suffixes:
+            return None
+    found = []
+    for suffix in suffixes:
+        video = next((folder / f"{kind}{suffix}.mp4" for kind in ("video", "render")
+                      if (folder / f"{kind}{suffix}.mp4").is_file()), None)
+        if video is None:
+            raise UsageError(f"input: {str(folder)!r} has camera{suffix}.json but neither video{suffix}.mp4 nor "
+                             f"render{suffix}.mp4")
+        depths = folder / f"depths{suffix}.npz"
+        found.append(OutputFolderVideo(video, folder / f"camera{suffix}.json", depths if depths.is_file() else None))
+    return found
 
 
 def load_frames(path: Path) -> Any:
@@ -100,9 +156,36 @@ def load_cameras(path: Path, height: int, width: int) -> Any:
     return load_trajectory_file(path, image_size=(height, width))
 
 
+def _read_depth_array(path: Path) -> Any:
+    """(T,H,W) float32 depth of a .npy, or of a .npz (``depth`` or its only array; ``hole_mask``, when
+    present, zeroes the holes, as in the ``depths.npz`` the commands write)."""
+    import numpy as np
+    import torch
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--depth: cannot read {str(path)!r}: {exc}") from exc
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        with arr:
+            if "depth" in arr.files:
+                depth = np.asarray(arr["depth"], dtype=np.float32)
+                if "hole_mask" in arr.files:
+                    depth = np.where(np.asarray(arr["hole_mask"]).astype(bool), np.float32(0), depth)
+            elif len(arr.files) == 1:
+                depth = np.asarray(arr[arr.files[0]], dtype=np.float32)
+            else:
+                raise UsageError(f"--depth: {str(path)!r} holds {arr.files}; expected an array named 'depth'")
+    else:
+        depth = np.asarray(arr, dtype=np.float32)
+    t = torch.as_tensor(depth)
+    if t.ndim != 3:
+        raise UsageError(f"--depth: {str(path)!r} must hold a (T,H,W) array; got shape {tuple(t.shape)}")
+    return t
+
+
 def load_depth_input(spec: str | None, num_frames: int, device: str | None) -> Any:
     """(T,H,W) depth tensor from a file / folder, or a depth estimator from a model spec."""
-    import numpy as np
     import torch
 
     if spec is not None:
@@ -115,16 +198,45 @@ def load_depth_input(spec: str | None, num_frames: int, device: str | None) -> A
                 raise UsageError(f"--depth: folder has {len(files)} depth files but there are {num_frames} frames")
             return torch.stack([torch.as_tensor(load_depth(f)).float() for f in files])
         if p.suffix.lower() in (".npy", ".npz") and p.exists():
-            arr = np.load(p)
-            if isinstance(arr, np.lib.npyio.NpzFile):
-                arr = arr[arr.files[0]]
-            t = torch.as_tensor(np.asarray(arr, dtype=np.float32))
-            if t.ndim != 3:
-                raise UsageError(f"--depth: {str(p)!r} must hold a (T,H,W) array; got shape {tuple(t.shape)}")
-            return t
+            return _read_depth_array(p)
     from worldstereo.depth import get_depth_estimator
 
     return get_depth_estimator(spec, device=device) if spec is not None else get_depth_estimator(device=device)
+
+
+def _load_output_folder(videos: list[OutputFolderVideo], args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(frames, cameras, depth)`` of an output folder's videos, concatenated in order."""
+    import torch
+
+    from worldstereo.camera import CameraTrajectory
+
+    frames, cams, depths = [], [], []
+    for v in videos:
+        f = load_frames(v.video)
+        c = load_cameras(v.cameras, int(f.shape[-2]), int(f.shape[-1]))
+        if len(c) != len(f):
+            raise UsageError(f"input: {v.cameras.name} has {len(c)} cameras but {v.video.name} {len(f)} frames")
+        frames.append(f)
+        cams.append(c)
+        if args.depth is None and v.depths is not None:
+            d = _read_depth_array(v.depths)
+            if d.shape[0] != len(f):
+                raise UsageError(f"input: {v.depths.name} has {d.shape[0]} depth maps but {v.video.name} {len(f)} "
+                                 "frames")
+            depths.append(d)
+    names = ", ".join(v.video.name for v in videos)
+    if args.cameras is not None:
+        cameras = None  # replaced by --cameras below
+    else:
+        cameras = CameraTrajectory.cat(cams) if len(cams) > 1 else cams[0]
+    if args.depth is None and len(depths) == len(videos):
+        logger.info("reconstructing %s with the cameras and render depth of %s", names, videos[0].cameras.parent)
+        depth: Any = torch.cat(depths)
+    else:
+        if args.depth is None:
+            logger.info("%s: no depths.npz next to every video; estimating depth with the default model", names)
+        depth = None
+    return torch.cat(frames), cameras, depth
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,12 +251,23 @@ def run(args: argparse.Namespace) -> int:
         bad = [f for f in formats if f not in EXPORT_FORMATS]
         if bad:
             raise UsageError(f"--formats: unknown {bad}; choose from {', '.join(EXPORT_FORMATS)}")
-    frames = load_frames(Path(args.input))
+    videos = find_output_folder_videos(Path(args.input))
+    depth = None
+    if videos is not None:
+        frames, cams, depth = _load_output_folder(videos, args)
+    else:
+        if args.cameras is None:
+            raise UsageError("--cameras: required unless INPUT is an output folder of demo / render / generate / "
+                             "multi-view (one with camera.json)")
+        frames = load_frames(Path(args.input))
+        cams = None
     T, _, H, W = frames.shape
-    cams = load_cameras(Path(args.cameras), H, W)
+    if args.cameras is not None:
+        cams = load_cameras(Path(args.cameras), H, W)
     if len(cams) != T:
         raise UsageError(f"--cameras: {len(cams)} cameras but the input has {T} frames")
-    depth = load_depth_input(args.depth, T, args.device)
+    if depth is None:
+        depth = load_depth_input(args.depth, T, args.device)
     rec = reconstruct(frames, cams, args.method, depth, voxel_size=args.voxel_size, scale_anchor=args.scale_anchor,
                       field_iterations=args.field_iterations)
     out = Path(args.out)

@@ -37,10 +37,12 @@ def _default_device() -> torch.device:
 def _load(model: str, local_files_only: bool) -> tuple[Any, Any]:
     """``(processor, model)`` of a local folder or a Hub id: the cached copy without network when
     there is one; else, unless ``local_files_only``, a download after :func:`check_hub_access`
-    (fails in seconds, with the way out, when offline or without network)."""
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+    (which fails in seconds, with the way out, when offline or without network). The cache is
+    looked up before transformers is imported, so that a failure costs no import time."""
 
     def load(local: bool) -> tuple[Any, Any]:
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
         return (AutoImageProcessor.from_pretrained(model, local_files_only=local),
                 AutoModelForDepthEstimation.from_pretrained(model, local_files_only=local))
 
@@ -48,14 +50,24 @@ def _load(model: str, local_files_only: bool) -> tuple[Any, Any]:
         return load(True)
     if not _HUB_ID.fullmatch(model):
         raise FileNotFoundError(f"model: {model!r} is neither a local model folder nor a Hugging Face id (owner/name)")
-    try:
-        return load(True)  # the cache: no network access at all
-    except OSError:
-        if local_files_only:
-            raise
+    if _in_hub_cache(model):
+        try:
+            return load(True)  # the cache: no network access at all
+        except OSError:
+            if local_files_only:
+                raise
+    elif local_files_only:
+        raise OSError(f"model: {model!r} is not in the local Hugging Face cache (local_files_only=True)")
     check_hub_access(model)
     logger.info("downloading depth model %s from the Hugging Face Hub", model)
     return load(False)
+
+
+def _in_hub_cache(model: str) -> bool:
+    """Whether the Hub id's ``config.json`` is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model, "config.json"), str)
 
 
 class TransformersDepthEstimator:
