@@ -35,36 +35,37 @@ def room():
     return image, depth, K
 
 
-def _generate(model, image, trajectory, **kw):
+def _generate(model, image, trajectory, size=(H, W), **kw):
     memory = kw.pop("memory", None) or SceneMemory()
-    generate_video(model, image, trajectory, num_frames=len(trajectory), height=H, width=W, num_inference_steps=1,
-                   seed=0, memory=memory, **kw)
+    generate_video(model, image, trajectory, num_frames=len(trajectory), height=size[0], width=size[1],
+                   num_inference_steps=1, seed=0, memory=memory, **kw)
     return memory.history[-1]
 
 
 def test_preset_is_scaled_by_the_median_depth_of_every_source(model, room):
     image, depth, K = room
     median = float(depth.median())
-    preset = CameraTrajectory.right(distance=0.3, num_frames=3)
+    preset = CameraTrajectory.right(distance=0.3, num_frames=2)
+    small = (32, 48)  # only the cameras matter here
     for source in (depth, depth * 10.0):  # metric depth in metres, the same scene in decimetres
         m = float(source.median())
-        record = _generate(model, image, preset, depth_estimator=source)
+        record = _generate(model, image, preset, small, depth_estimator=source)
         assert record.median_depth == pytest.approx(m, rel=1e-6)
         assert record.trajectory.units == "scene"
         torch.testing.assert_close(record.trajectory.centers[-1].double(),
                                    torch.tensor([0.3 * m, 0.0, 0.0], dtype=torch.float64), atol=1e-4 * m, rtol=0)
     # a given point cloud: its median depth seen from frame 0
     points = lift_depth(depth, K, torch.eye(4), image)
-    record = _generate(model, image, preset, point_cloud=points, depth_estimator=depth)  # depth: memory updates
+    record = _generate(model, image, preset, small, point_cloud=points, depth_estimator=depth)  # depth: updates
     # (every lifted point is in view 0, world = camera 0: the median of their z)
     assert record.median_depth == pytest.approx(float(points.xyz[:, 2].median()), rel=1e-6)
     # relative depth (median 1): the preset is used as it is
-    record = _generate(model, image, preset, depth_estimator=depth / median)
+    record = _generate(model, image, preset, small, depth_estimator=depth / median)
     assert record.median_depth == pytest.approx(1.0, rel=1e-6)
     torch.testing.assert_close(record.trajectory.centers[-1], torch.tensor([0.3, 0.0, 0.0]), atol=1e-5, rtol=0)
     # a trajectory in scene units is not scaled
     scene = preset.in_scene_units(0.5)
-    record = _generate(model, image, scene, depth_estimator=depth)
+    record = _generate(model, image, scene, small, depth_estimator=depth)
     torch.testing.assert_close(record.trajectory.centers[-1], torch.tensor([0.15, 0.0, 0.0]), atol=1e-5, rtol=0)
 
 

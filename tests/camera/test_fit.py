@@ -65,7 +65,7 @@ def test_interface_example_collapses_unfitted_and_keeps_40_percent_fitted(room, 
 
 def test_a_trajectory_that_already_fits_is_unchanged(room):
     traj, _, points = room
-    short = traj.in_scene_units(0.2)  # 0.4 units forward in a room about 4 units deep
+    short = traj[::5].in_scene_units(0.2)  # 0.4 units forward in a room about 4 units deep
     result = fit_trajectory(short, points)
     assert result.scale == 1.0 and result.reached and result.trajectory is short
     assert min(result.coverage) >= 0.5

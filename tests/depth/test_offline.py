@@ -84,3 +84,42 @@ def test_cli_without_network_fails_with_the_hint(tmp_path, offline):
     _assert_hint(proc.stderr, "depth-anything/Depth-Anything-V2-Small-hf")
     assert not (tmp_path / "out" / "render.mp4").exists()
     assert not (Path(env["HF_HOME"]) / "hub" / "models--depth-anything--Depth-Anything-V2-Small-hf" / "blobs").exists()
+
+
+def test_probe_gives_up_on_a_proxy_that_never_answers(monkeypatch):
+    """A proxy that accepts the connection and then says nothing (the slow case behind a corporate
+    proxy): the probe returns after its timeout instead of waiting for the Hub client's retries."""
+    import threading
+
+    from worldstereo.depth.hub import hub_reachable
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])  # keep it open, never answer
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    proxy = f"http://127.0.0.1:{server.getsockname()[1]}"
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        assert hub_reachable(timeout=0.5) is False
+        assert accepted  # it did reach the silent proxy, and gave up
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()

@@ -19,7 +19,7 @@ __all__ = ["PROBE_TIMEOUT_S", "DepthModelUnavailableError", "hub_offline", "hub_
 logger = logging.getLogger(__name__)
 
 #: Seconds the reachability probe of the Hub waits (connect + first answer) before giving up.
-PROBE_TIMEOUT_S = 4.0
+PROBE_TIMEOUT_S = 3.0
 
 _TRUE = ("1", "on", "yes", "true")
 
