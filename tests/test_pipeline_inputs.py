@@ -1,8 +1,8 @@
 """generate_video with caller-given conditioning: a pre-rendered render video + hole mask, reference
 views with cameras and RoPE slots, and the initial noise (tiny random models, CPU).
 
-Independent truths: the tensors we pass (what the transformer must receive, checked with a forward
-pre-hook), the model's own building blocks applied to them by hand, nearest-neighbour block
+Independent truths: the tensors we pass (what the transformer must receive, recorded with forward
+hooks by the conformance recorder), the model's own building blocks applied to them by hand, nearest-neighbour block
 patterns whose downsampling is known exactly, and the frame count of a video file we write.
 """
 
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from worldstereo.camera import CameraTrajectory, camera_qt_tokens
+from worldstereo.conformance.pipeline_checks import PipelineRecorder as _Recorder
 from worldstereo.models.conditioning import prepare_reference_latent
 from worldstereo.pipeline import SceneMemory, generate_video
 from worldstereo.testing import tiny_model
@@ -28,23 +29,6 @@ def memory_model():
 @pytest.fixture(scope="module")
 def camera_model():
     return tiny_model("worldstereo-camera")
-
-
-class _Recorder:
-    """Forward pre-hook on the transformer: the keyword inputs of every call."""
-
-    def __init__(self, model):
-        self.calls: list[dict] = []
-        self.handle = model.transformer.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs):
-        self.calls.append({k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()})
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 def _image(seed: int = 0, h: int = H, w: int = W) -> torch.Tensor:
