@@ -730,22 +730,24 @@ def _make_record(model: Any, request: _Request, scene: _Scene, refs: Optional[_R
         variant=model.variant, steps=steps_run, transformer_calls=calls, guidance_scale=cond.guidance_scale,
         seed=request.seed, render_video=scene.render_video, render_mask=scene.hole_mask, timings=timings,
     )
-    given = request.given
-    if given.has_render:
-        record.conditioning["render"] = "given"
-    else:
-        record.conditioning["render"] = "geometric_memory" if request.use_geometric_memory else "none"
-    if refs is not None:
-        if given.has_references:
-            record.conditioning["references"] = "given"
-        else:
-            record.conditioning["references"] = "retrieved" if request.use_spatial_memory else "condition_view"
-    record.conditioning["latents"] = "given" if given.latents is not None else "seed"
+    record.conditioning = _conditioning_sources(request, refs)
     if refs is not None:
         record.num_references = int(refs.ref_index.numel())
         record.ref_index = [int(i) for i in refs.ref_index]
         record.reference_names = list(refs.names)
     return record
+
+
+def _conditioning_sources(request: _Request, refs: Optional[_References]) -> Dict[str, str]:
+    """Where the render, the references (memory variants) and the initial noise came from."""
+    given = request.given
+    sources = {"render": "given" if given.has_render
+               else ("geometric_memory" if request.use_geometric_memory else "none")}
+    if refs is not None:
+        sources["references"] = "given" if given.has_references \
+            else ("retrieved" if request.use_spatial_memory else "condition_view")
+    sources["latents"] = "given" if given.latents is not None else "seed"
+    return sources
 
 
 def _write_outputs(request: _Request, frames: Tensor) -> VideoOutput:

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .io.video import read_video
+from .models.vae import latent_shape
+
 __all__ = [
     "GivenInputs",
     "load_given_inputs",
@@ -55,7 +58,6 @@ class GivenInputs:
         reference_w2c: (R, 4, 4) float32 world-to-camera, or None.
         ref_index: (R,) int64 RoPE slots in [0, F-2], or None.
         latents: (1, C, F, H/s, W/s) float32 initial noise, or None.
-        sources: a short description of each given input (paths of files), for records.
     """
 
     render_video: Optional[Tensor] = None
@@ -64,7 +66,6 @@ class GivenInputs:
     reference_w2c: Optional[Tensor] = None
     ref_index: Optional[Tensor] = None
     latents: Optional[Tensor] = None
-    sources: Optional[dict] = None
 
     @property
     def has_render(self) -> bool:
@@ -109,8 +110,6 @@ def resize_reference_images(images: Tensor, height: int, width: int) -> Tensor:
 
 
 def _read_video_file(path: Any, name: str) -> Tensor:
-    from .io.video import read_video
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{name}: video file {str(p)!r} does not exist")
@@ -131,12 +130,12 @@ def _check_range(x: Tensor, name: str) -> None:
                          "mapped with (x + 1) / 2)")
 
 
-def _frames_tensor(value: VideoLike, name: str, num_frames: int, channels: Sequence[int]) -> tuple[Tensor, str]:
-    """A video argument as a float tensor (N, C, h, w) and its description."""
+def _frames_tensor(value: VideoLike, name: str, num_frames: int, channels: Sequence[int]) -> Tensor:
+    """A video argument (tensor or video file) as a float tensor (N, C, h, w) in [0, 1]."""
     if isinstance(value, (str, os.PathLike)):
-        video, source = _read_video_file(value, name), str(value)
+        video = _read_video_file(value, name)
     elif isinstance(value, Tensor):
-        video, source = value.detach(), "tensor"
+        video = value.detach()
     else:
         raise TypeError(f"{name}: expected a tensor or the path of a video file, got {type(value).__name__}")
     if video.ndim == 3 and 1 in channels:
@@ -155,7 +154,7 @@ def _frames_tensor(value: VideoLike, name: str, num_frames: int, channels: Seque
         raise TypeError(f"{name}: expected a float tensor in [0, 1], got dtype {video.dtype}")
     video = video.float().cpu()
     _check_range(video, name)
-    return video, source
+    return video
 
 
 def _check_cameras(w2c: Any, n: int, name: str) -> Tensor:
@@ -195,8 +194,6 @@ def _check_ref_index(ref_index: Any, n: int, num_frames: int) -> Tensor:
 
 
 def _check_latents(model: Any, latents: Any, num_frames: int, height: int, width: int) -> Tensor:
-    from .models.vae import latent_shape
-
     expected = latent_shape(model.vae, num_frames, height, width)
     if not isinstance(latents, Tensor):
         raise TypeError(f"latents: expected a tensor of shape {expected}, got {type(latents).__name__}")
@@ -242,7 +239,7 @@ def load_given_inputs(
     Raises:
         TypeError / ValueError / FileNotFoundError naming the parameter.
     """
-    given = GivenInputs(sources={})
+    given = GivenInputs()
     if (render_video is None) != (render_mask is None):
         missing = "render_mask" if render_mask is None else "render_video"
         raise ValueError(f"{missing}: render_video and render_mask must be given together")
@@ -253,11 +250,10 @@ def load_given_inputs(
         if not use_geometric_memory:
             raise ValueError("use_geometric_memory: False asks for an empty render, but render_video was given; "
                              "drop one of them")
-        video, src_v = _frames_tensor(render_video, "render_video", num_frames, (3,))
-        mask, src_m = _frames_tensor(render_mask, "render_mask", num_frames, (1, 3))
+        video = _frames_tensor(render_video, "render_video", num_frames, (3,))
+        mask = _frames_tensor(render_mask, "render_mask", num_frames, (1, 3))
         given.render_video = resize_render_video(video, height, width)
         given.render_mask = resize_render_mask(mask[:, :1], height, width)
-        given.sources.update(render_video=src_v, render_mask=src_m)
     if reference_images is None and (reference_w2c is not None or ref_index is not None):
         which = "reference_w2c" if reference_w2c is not None else "ref_index"
         raise ValueError(f"{which}: given without reference_images")
@@ -284,8 +280,6 @@ def load_given_inputs(
         given.reference_w2c = _check_cameras(reference_w2c, n, "reference_w2c")
         given.ref_index = _check_ref_index(ref_index, n, num_frames)
         given.reference_images = resize_reference_images(refs, height, width)
-        given.sources["reference_images"] = f"tensor ({n} views)"
     if latents is not None:
         given.latents = _check_latents(model, latents, num_frames, height, width)
-        given.sources["latents"] = "tensor"
     return given

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from worldstereo.camera.embedding import (
@@ -23,7 +26,10 @@ from worldstereo.camera.embedding import (
     plucker_embedding,
     unified_camera_normalization,
 )
+from worldstereo.models.conditioning import prepare_reference_latent
 from worldstereo.models.transformer import WorldStereoTransformer
+from worldstereo.models.worldstereo import WorldStereo
+from worldstereo.testing import tiny_model
 
 TEXT_TOKENS = 512
 IMAGE_TOKENS = 257
@@ -538,15 +544,6 @@ def make_pipeline_case(case_dir: Path, variant: str, *, H: int, W: int, F: int, 
     transformer) with a hand-written loop (diffusers' UniPC on the transcribed flow grid, or the DMD
     Euler formula) — NOT with ``generate_video``, whose pre-rendered path the checker exercises.
     """
-    from PIL import Image
-
-    from worldstereo.models.conditioning import prepare_reference_latent
-    from worldstereo.models.worldstereo import WorldStereo
-    from worldstereo.testing import tiny_model
-
-    import shutil
-    import tempfile
-
     gen = torch.Generator().manual_seed(seed)
     case_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -141,6 +141,7 @@ def test_images_folder_and_condition_image(tmp_path):
     (lambda r: (r / "renders" / "traj_eloop" / "render_mask.mp4").unlink(), "render_mask.mp4"),
     (lambda r: (r / "prompt.json").write_text("{}"), "prompt"),
     (lambda r: (r / "prompt.json").write_text("not json"), "JSON"),
+    (lambda r: _camera_json(r / "renders" / "traj_eloop" / "camera.json", n=T + 1), "frames"),
 ])
 def test_broken_folders_name_the_file(tmp_path, break_it, match):
     root = tmp_path / "scene"

@@ -34,7 +34,34 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from worldstereo import __version__
+from worldstereo.camera import assign_scale, trajectory_subsample_linspace
 from worldstereo.commands import UsageError
+from worldstereo.commands.generate import (
+    StepProgress,
+    _check_model_spec,
+    _resolve_device,
+    generate_one,
+    load_model,
+    sampling_settings,
+    write_memory_outputs,
+    write_summary,
+    write_video_outputs,
+)
+from worldstereo.io.image import rescale_intrinsics, save_image
+from worldstereo.io.reference_inputs import (
+    image_size,
+    read_condition_image,
+    read_pano_bank,
+    read_reference_inputs,
+    read_render,
+    read_trajectory_camera,
+)
+from worldstereo.memory import SpatialStereoMemory
+from worldstereo.models.loading import resolve_checkpoint
+from worldstereo.pipeline import SceneMemory, generate_video
 
 __all__ = ["run_inputs_folder", "model_settings"]
 
@@ -44,7 +71,6 @@ logger = logging.getLogger(__name__)
 def model_settings(args: argparse.Namespace) -> tuple[int, list[list[int]] | None]:
     """``(nframe, scale_map)`` of the ``--model`` checkpoint, read from its ``config.json`` without
     loading weights (the reference's keyframe count and generation-size map)."""
-    from worldstereo.models.loading import resolve_checkpoint
 
     try:
         resolved = resolve_checkpoint(args.model, args.variant)
@@ -58,7 +84,6 @@ def model_settings(args: argparse.Namespace) -> tuple[int, list[list[int]] | Non
 
 def _generation_size(args: argparse.Namespace, image_size: tuple[int, int],
                      scale_map: list[list[int]] | None) -> tuple[int, int]:
-    from worldstereo.camera import assign_scale
 
     if (args.height is None) != (args.width is None):
         raise UsageError("--height/--width: give both or neither")
@@ -74,8 +99,6 @@ def _generation_size(args: argparse.Namespace, image_size: tuple[int, int],
 
 def run_inputs_folder(args: argparse.Namespace) -> int:
     """Run ``args.inputs`` (see the module docstring); returns the exit status."""
-    from worldstereo.io.reference_inputs import image_size, read_reference_inputs
-
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out: {str(args.out)!r} exists and is not a folder")
     inputs = read_reference_inputs(args.inputs)
@@ -86,8 +109,6 @@ def run_inputs_folder(args: argparse.Namespace) -> int:
     note: dict[str, Any] = {"folder": str(inputs.root), "kind": inputs.kind, "frames": frames}
     prompt_override = args.prompt != ""
     if inputs.kind == "images":
-        from worldstereo.commands.generate import generate_one
-
         height, width = _generation_size(args, image_size(inputs.image), scale_map)
         args.image, args.trajectory, args.frames = inputs.image, str(inputs.camera), frames
         args.height, args.width = height, width
@@ -107,12 +128,6 @@ def run_inputs_folder(args: argparse.Namespace) -> int:
 
 def _initial_bank(model: Any, inputs: Any, height: int, width: int) -> Any:
     """The frame bank before the first video, as the reference's ``SimpleMemoryBank`` builds it."""
-    import torch
-
-    from worldstereo.io.image import rescale_intrinsics
-    from worldstereo.io.reference_inputs import read_condition_image, read_pano_bank, read_trajectory_camera
-    from worldstereo.memory import SpatialStereoMemory
-
     bank = SpatialStereoMemory(**model.spatial_memory_config)
     if inputs.kind == "panorama":
         images, w2c, K, keys = read_pano_bank(inputs.pano_bank)
@@ -120,8 +135,6 @@ def _initial_bank(model: Any, inputs: Any, height: int, width: int) -> Any:
         return bank
     # reconstruction: image.png at the identity camera with traj_eloop's first intrinsic (the reference
     # registers the start image at the identity although trajectory frame 0 is not the identity)
-    from worldstereo.io.reference_inputs import image_size
-
     K0 = read_trajectory_camera(inputs.bank_camera, inputs.image).K[0].double()
     K0 = rescale_intrinsics(K0, image_size(inputs.image), (height, width))
     image = read_condition_image(inputs.image, height, width)
@@ -130,24 +143,30 @@ def _initial_bank(model: Any, inputs: Any, height: int, width: int) -> Any:
     return bank
 
 
+def _load_clip(traj_in: Any, frames: int, height: int, width: int,
+               last_frames: dict[str, Any]) -> tuple[Any, Any, Any, Any, list[int]]:
+    """One trajectory's inputs as the reference's loader prepares them: ``(condition image (3, H, W),
+    trajectory at (H, W), render (F, 3, h, w), hole mask (F, 1, h, w), kept pose indices)``; poses
+    and render frames beyond ``frames`` are subsampled with ``np.linspace``."""
+    trajectory = read_trajectory_camera(traj_in.camera, traj_in.condition_image)
+    n = len(trajectory)
+    keep = trajectory_subsample_linspace(n, frames) if n > frames else list(range(n))
+    render, mask = read_render(traj_in.render, traj_in.render_mask)
+    if render.shape[0] != n:
+        raise ValueError(f"inputs: {traj_in.name} has {n} cameras in {str(traj_in.camera)!r} but {render.shape[0]} "
+                         f"frames in {str(traj_in.render)!r}")
+    render, mask = render[keep], mask[keep]
+    if traj_in.iterative_source is not None:
+        image = last_frames[traj_in.iterative_source]
+        mask[0] = 0.0  # the reference clears the first mask frame of iterative trajectories
+    else:
+        image = read_condition_image(traj_in.condition_image, height, width)
+    return image, trajectory[keep].resized(height, width), render, mask, keep
+
+
 def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height: int, width: int,
                       note: dict[str, Any]) -> int:
     """Reconstruction / panorama: one video per trajectory with the given renders and a shared bank."""
-    from worldstereo.camera import trajectory_subsample_linspace
-    from worldstereo.commands.generate import (
-        StepProgress,
-        _check_model_spec,
-        _resolve_device,
-        load_model,
-        sampling_settings,
-        write_memory_outputs,
-        write_summary,
-        write_video_outputs,
-    )
-    from worldstereo.io.image import save_image
-    from worldstereo.io.reference_inputs import read_condition_image, read_render, read_trajectory_camera
-    from worldstereo.pipeline import SceneMemory, generate_video
-
     t0 = time.perf_counter()
     _check_model_spec(args.model)
     device, dtype_name = _resolve_device(args.device, args.dtype)
@@ -162,20 +181,7 @@ def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height
     write_time = 0.0
     n = len(inputs.trajectories)
     for i, traj_in in enumerate(inputs.trajectories):
-        trajectory = read_trajectory_camera(traj_in.camera, traj_in.condition_image)
-        keep = trajectory_subsample_linspace(len(trajectory), frames) if len(trajectory) > frames else None
-        if keep is not None:
-            trajectory = trajectory[keep]
-        render, mask = read_render(traj_in.render, traj_in.render_mask, keep)
-        if render.shape[0] != len(trajectory):
-            raise ValueError(f"inputs: {traj_in.name} has {len(trajectory)} cameras but {render.shape[0]} render "
-                             "frames")
-        if traj_in.iterative_source is not None:
-            image = last_frames[traj_in.iterative_source]
-            mask[0] = 0.0  # the reference clears the first mask frame of iterative trajectories
-        else:
-            image = read_condition_image(traj_in.condition_image, height, width)
-        sized = trajectory.resized(height, width)
+        image, sized, render, mask, keep = _load_clip(traj_in, frames, height, width, last_frames)
         kwargs: dict[str, Any] = {}
         ref_names: list[str] = []
         if bank is not None:
@@ -183,7 +189,7 @@ def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height
             kwargs.update(reference_images=refs.images, reference_w2c=refs.w2c, ref_index=refs.ref_index)
             ref_names = list(refs.names)
         prompt = args.prompt if args.prompt != "" else traj_in.prompt
-        logger.info("video %d/%d: %s, %d frames at %dx%d", i + 1, n, traj_in.name, len(trajectory), height, width)
+        logger.info("video %d/%d: %s, %d frames at %dx%d", i + 1, n, traj_in.name, len(sized), height, width)
         bar = StepProgress(f"{traj_in.name} ({i + 1}/{n})", disable=args.no_progress)
         try:
             video = generate_video(
@@ -211,13 +217,11 @@ def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height
         inputs_used = traj_in.describe()
         inputs_used["prompt"] = "--prompt" if args.prompt != "" else inputs_used["prompt_file"]
         videos.append({"index": i, "trajectory": traj_in.name, "num_frames": len(sized),
-                       "frame_indices": keep if keep is not None else list(range(len(sized))), **record.summary(),
+                       "frame_indices": keep, **record.summary(),
                        "inputs": inputs_used, "files": files})
     t2 = time.perf_counter()
     mem_info = write_memory_outputs(out, memory)
     write_time += time.perf_counter() - t2
-    from worldstereo import __version__
-
     note["trajectories"] = [v["trajectory"] for v in videos]
     if inputs.kind == "panorama":
         note["initial_bank"] = str(inputs.pano_bank)

@@ -40,6 +40,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..camera.formats import read_reference_json
+from .image import load_image
+from .video import read_video
+
 __all__ = [
     "INPUT_KINDS",
     "RECONSTRUCTION_ORDER",
@@ -161,8 +165,6 @@ def read_condition_image(path: str | os.PathLike, height: int, width: int) -> Te
     Returns:
         float32 ``(3, height, width)`` in [0, 1].
     """
-    from .image import load_image
-
     p = _require_file(Path(path), "inputs")
     with Image.open(p) as im:
         im = im.convert("RGB")
@@ -183,8 +185,6 @@ def read_trajectory_camera(path: str | os.PathLike, image_path: Optional[str | o
     intrinsics refer to the size of ``image_path`` (the reference takes the original size from the
     image file, not from the ``width``/``height`` keys); without an image (iterative trajectories,
     whose condition is a generated frame) the file's ``width``/``height`` keys."""
-    from ..camera.formats import read_reference_json
-
     traj = read_reference_json(_require_file(Path(path), "inputs"), image_path=image_path)
     if not traj.has_intrinsics:
         raise ValueError(f"inputs: {str(path)!r} has no 'intrinsic' matrices")
@@ -206,8 +206,6 @@ def read_render(render: str | os.PathLike, render_mask: str | os.PathLike,
     Raises:
         ValueError: the two videos have different frame counts, or an index is out of range.
     """
-    from .video import read_video
-
     video = read_video(_require_file(Path(render), "inputs"))
     mask = read_video(_require_file(Path(render_mask), "inputs"))[:, :1]
     if video.shape[0] != mask.shape[0]:
@@ -231,9 +229,6 @@ def read_pano_bank(folder: str | os.PathLike) -> tuple[Tensor, Tensor, Tensor, l
     Raises:
         ValueError: an image has no camera, or the images differ in size.
     """
-    from ..camera.formats import read_reference_json
-    from .image import load_image
-
     root = Path(folder)
     cams_path = _require_file(root / "cameras.json", "inputs")
     try:
@@ -281,9 +276,34 @@ def detect_input_kind(folder: str | os.PathLike) -> str:
                      "renders/ + image.png, or image.png + camera.json + prompt.json)")
 
 
+def _stored_frame_count(path: Path) -> Optional[int]:
+    """Frame count from the container header (None when the file does not state it)."""
+    import av  # PyAV is only needed for video files
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"inputs: {str(path)!r} has no video stream")
+            return int(container.streams.video[0].frames) or None
+    except av.FFmpegError as exc:
+        raise ValueError(f"inputs: cannot read video {str(path)!r}: {exc}") from None
+
+
+def _check_frame_counts(traj: TrajectoryInputs) -> None:
+    """One render frame and one mask frame per camera (checked from headers, before any model work)."""
+    try:
+        poses = len(json.loads(traj.camera.read_text(encoding="utf-8"))["extrinsic"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"inputs: {str(traj.camera)!r} is not a camera.json with an 'extrinsic' list") from None
+    for path in (traj.render, traj.render_mask):
+        frames = _stored_frame_count(path)
+        if frames is not None and frames != poses:
+            raise ValueError(f"inputs: {str(path)!r} has {frames} frames but {str(traj.camera)!r} has {poses} cameras")
+
+
 def _trajectory(view_dir: Path, traj_dir: Path, caption_file: Path, caption_key: str,
                 condition_image: Optional[Path], iterative_source: Optional[str] = None) -> TrajectoryInputs:
-    return TrajectoryInputs(
+    traj = TrajectoryInputs(
         view_id=view_dir.name.replace("-", "_"), traj_id=traj_dir.name, folder=traj_dir,
         camera=_require_file(traj_dir / "camera.json", "inputs"),
         render=_require_file(traj_dir / "render.mp4", "inputs"),
@@ -291,6 +311,8 @@ def _trajectory(view_dir: Path, traj_dir: Path, caption_file: Path, caption_key:
         prompt=read_prompt(caption_file, caption_key), prompt_file=caption_file,
         condition_image=condition_image, iterative_source=iterative_source,
     )
+    _check_frame_counts(traj)
+    return traj
 
 
 def _view_is_valid(view_dir: Path) -> bool:
