@@ -20,7 +20,10 @@ declared here, in :data:`TEXT_SUBSTITUTIONS`, :data:`CLI_EXTRA_ARGS` and :func:`
 * the default depth model (Depth Anything V2 Small, a download) is a tiny random Depth Anything
   (``worldstereo.testing.save_tiny_depth_model``), and the CLI commands that read an image get
   ``--depth`` with the exact depth of that image (a user depth map);
-* the images ``scene.jpg`` / ``room.jpg`` are views of the procedural room (``worldstereo.scenes``);
+* the images ``scene.jpg`` / ``room.jpg`` are views of the procedural room (``worldstereo.scenes``),
+  and ``image.png`` / ``render.mp4`` / ``render_mask.mp4`` its render along a 21-frame orbit (what
+  ``worldstereo render`` writes); ``examples/`` is the reference example folders of
+  ``../shared/examples`` (commands that use them are left out when that folder is absent);
 * generation runs at 32 x 48 pixels with at most 2 denoising steps and 5 frames (``generate_video``,
   ``generate_multi_view`` and ``reconstruct_3d`` are wrapped, trajectories subsampled; the CLI gets
   ``--height/--width/--steps/--frames``), renders at 96 x 128; ``cuda`` becomes ``cpu`` and bfloat16
@@ -38,8 +41,10 @@ test suite itself (README).
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shlex
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +59,8 @@ from worldstereo.cli import main
 from worldstereo.io.image import save_image
 
 REPO = Path(__file__).resolve().parents[1]
+#: the reference-format example folders (``../shared/examples``), linked as ``examples/`` when present
+EXAMPLES = Path(os.environ.get("WORLDSTEREO_SHARED_DIR", REPO.parent / "shared")) / "examples"
 DOCUMENTS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md")])
 
 SKIP_MARK = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->")
@@ -157,6 +164,9 @@ def stand_ins(tmp_path_factory):
     from worldstereo.scenes import make_room_scene
     from worldstereo.testing import save_tiny_depth_model, save_tiny_model
 
+    from worldstereo.camera import CameraTrajectory
+    from worldstereo.commands.render import write_render_inputs
+
     root = tmp_path_factory.mktemp("docs-stand-ins")
     checkpoint = root / "WorldStereo"
     for variant in ("worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd"):
@@ -164,7 +174,12 @@ def stand_ins(tmp_path_factory):
     depth_model = save_tiny_depth_model(root / "depth-model")
     K = intrinsics_from_fov(IMAGE_HEIGHT, IMAGE_WIDTH, 70.0)
     image, depth = make_room_scene(seed=0).render(torch.eye(4), K, IMAGE_HEIGHT, IMAGE_WIDTH)
-    return {"checkpoint": checkpoint, "depth_model": depth_model, "image": image, "depth": depth}
+    # a render of the room as `worldstereo render` writes it (image.png, render.mp4, render_mask.mp4)
+    orbit = CameraTrajectory.orbit(azimuth_deg=20, num_frames=21, height=IMAGE_HEIGHT, width=IMAGE_WIDTH,
+                                   fov_deg=70.0).in_scene_units(float(depth.median()))
+    render = write_render_inputs(root / "render", image, depth, orbit, point_radius=0.02, progress=False)
+    return {"checkpoint": checkpoint, "depth_model": depth_model, "image": image, "depth": depth,
+            "render_files": [render.files[k] for k in ("image", "render", "render_mask")]}
 
 
 def _fewer_frames(trajectory):
@@ -185,6 +200,14 @@ def _small_generation(function):
         kwargs["height"], kwargs["width"] = GEN_HEIGHT, GEN_WIDTH
         kwargs["num_inference_steps"] = min(int(kwargs.get("num_inference_steps", GEN_MAX_STEPS)), GEN_MAX_STEPS)
         args = list(args)
+        trajectory = args[2] if len(args) > 2 else kwargs.get("camera_trajectory")
+        for key in ("render_video", "render_mask"):  # a given render follows the subsampled frames
+            given = kwargs.get(key)
+            if isinstance(given, torch.Tensor) and hasattr(trajectory, "w2c") and len(given) == len(trajectory) \
+                    and len(given) > GEN_MAX_FRAMES:
+                from worldstereo.camera import trajectory_subsample_linspace
+
+                kwargs[key] = given[trajectory_subsample_linspace(len(given), GEN_MAX_FRAMES)]
         if len(args) > 2:
             args[2] = [_fewer_frames(t) for t in args[2]] if isinstance(args[2], list) else _fewer_frames(args[2])
         for key in ("camera_trajectory", "trajectories"):
@@ -205,6 +228,10 @@ def _stand_ins(monkeypatch, stand_ins, workdir: Path) -> None:
     for name in IMAGES:
         save_image(workdir / name, stand_ins["image"])
     np.save(workdir / "room_depth.npy", stand_ins["depth"].numpy())
+    for path in stand_ins["render_files"]:
+        shutil.copy(path, workdir / path.name)
+    if EXAMPLES.is_dir():
+        (workdir / "examples").symlink_to(EXAMPLES, target_is_directory=True)
     monkeypatch.chdir(workdir)
     for name in ("generate_video", "generate_multi_view", "reconstruct_3d"):
         small = _small_generation(getattr(worldstereo.pipeline, name))
@@ -219,16 +246,20 @@ def _stand_ins(monkeypatch, stand_ins, workdir: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing else may reach for the network
 
 
-def _run_cli(command: str, stand_ins, where: str) -> None:
+def _run_cli(command: str, stand_ins, where: str) -> bool:
+    """Run one CLI example; False when it needs the reference examples and they are absent."""
     argv = shlex.split(_substitute(command, stand_ins["checkpoint"]))
     if argv[0].endswith("worldstereo"):
         argv = argv[1:]
+    if any(a.startswith("examples/") for a in argv) and not EXAMPLES.is_dir():
+        return False
     name = next((a for a in argv if not a.startswith("-")), None)
     extra = list(CLI_EXTRA_ARGS.get(name, []))
-    if name in COMMANDS_WITH_IMAGE_DEPTH and not {"--depth", "--depth-model"} & set(argv):
+    if name in COMMANDS_WITH_IMAGE_DEPTH and not {"--depth", "--depth-model", "--inputs"} & set(argv):
         extra += ["--depth", "room_depth.npy"]
     code = main(["-q", "--threads", "1", *argv, *extra])
     assert code == 0, f"{where}: `{command}` exited with {code}"
+    return True
 
 
 def _run_python(block: Block, namespace: dict, stand_ins) -> None:
@@ -278,8 +309,7 @@ def test_document_examples_run(document, stand_ins, tmp_path, monkeypatch):
             assert first in ("worldstereo", ".venv/bin/worldstereo"), (
                 f"{block.where}: `{command}` is not a worldstereo command; mark the block "
                 "<!-- docs-test: skip (reason) --> if it cannot run in the tests")
-            _run_cli(command, stand_ins, block.where)
-            ran += 1
+            ran += int(_run_cli(command, stand_ins, block.where))
     if document.name in ("README.md", "usage.md", "cameras.md", "cli.md"):
         assert ran > 0, f"{document.name}: no example ran"
 

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .camera import CameraTrajectory, camera_qt_tokens, plucker_embedding
 from .geometry.coverage import render_coverage, warn_low_coverage
+from .pipeline_inputs import GivenInputs, load_given_inputs
 from .pipeline_validation import (
     RECONSTRUCTION_METHODS,
     validate_generation_args,
@@ -90,6 +91,9 @@ class GenerationRecord:
             view, is 1.0; all 0.0 without geometric memory);
         median_depth: the condition view's median depth in scene units (None when unknown);
         trajectory: the trajectory used, in scene units with K at the generation size;
+        conditioning: where the conditioning came from: ``render`` (``"geometric_memory"``,
+        ``"given"`` or ``"none"``), ``references`` (``"retrieved"``, ``"condition_view"``,
+        ``"given"``; absent for the camera variant), ``latents`` (``"seed"`` or ``"given"``);
         timings: seconds per stage.
     """
 
@@ -107,6 +111,7 @@ class GenerationRecord:
     coverage: List[float] = field(default_factory=list)
     median_depth: Optional[float] = None
     trajectory: Optional[CameraTrajectory] = None
+    conditioning: Dict[str, str] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> Dict[str, Any]:
@@ -122,6 +127,7 @@ class GenerationRecord:
             "reference_names": list(self.reference_names),
             "coverage": [round(float(c), 6) for c in self.coverage],
             "median_depth": self.median_depth,
+            "conditioning": dict(self.conditioning),
             "timings": dict(self.timings),
         }
 
@@ -236,8 +242,21 @@ def generate_video(
     panorama: Optional[bool] = None,
     depth_estimator: Any = None,
     memory: Optional[SceneMemory] = None,
+    render_video: Optional[Union[Tensor, str, Path]] = None,
+    render_mask: Optional[Union[Tensor, str, Path]] = None,
+    reference_images: Optional[Tensor] = None,
+    reference_w2c: Optional[Tensor] = None,
+    ref_index: Optional[Union[Tensor, Sequence[int]]] = None,
+    latents: Optional[Tensor] = None,
 ) -> VideoOutput:
     """Generate a multi-view-consistent video along ``camera_trajectory`` from one image.
+
+    The ControlNet is conditioned either on the geometric memory rendered along the trajectory
+    (default: depth of the condition image -> point cloud -> render + hole mask) or on a render
+    video and hole mask you give (``render_video`` / ``render_mask``: e.g. the reference's
+    ``render.mp4`` / ``render_mask.mp4``, or renders of a mesh, Gaussian splats or a scan made with
+    other tools); the memory variants likewise retrieve reference views from the frame bank or take
+    the ones you give (``reference_images`` / ``reference_w2c`` / ``ref_index``).
 
     Args:
         model: a :class:`~worldstereo.WorldStereo` (any of the three variants).
@@ -266,8 +285,9 @@ def generate_video(
             world frame; replaces the depth estimate of the condition image.
         use_geometric_memory: False -> the ControlNet gets an empty render and an all-hole mask
             (camera rays still guide).
-        use_spatial_memory: False -> no retrieved references: the memory variants use only the
-            condition view as reference (single-view inference of the reference).
+        use_spatial_memory: False -> the frame bank is neither read nor updated: the memory
+            variants use the given ``reference_images``, else only the condition view as reference
+            (single-view inference of the reference).
         seed: random seed (same seed, device and dtype -> identical output); None -> a fresh
             seed, logged.
         output_format: ``"tensor"`` (float32 (T,C,H,W) in [0,1]), ``"numpy"`` (float32
@@ -282,12 +302,34 @@ def generate_video(
             default ``model.depth_estimator`` or Depth Anything V2 Small.
         memory: a :class:`SceneMemory` to read and update (shared across videos by
             :func:`generate_multi_view`); default: a fresh one built from the condition image.
+        render_video: pre-rendered ControlNet input, float ``(num_frames, 3, h, w)`` in [0, 1] (holes
+            any colour; the reference's renders are grey there) or the path of a video file. Resized
+            to ``(height, width)`` as the reference's loader does (bicubic, no antialiasing, clipped);
+            frame 0 is replaced by the condition image. The geometric memory is then neither read nor
+            updated and no depth is estimated. Requires ``render_mask``; excludes ``point_cloud``
+            and ``use_geometric_memory=False``.
+        render_mask: its hole mask, ``(num_frames, 1, h, w)`` / ``(num_frames, h, w)`` float or bool
+            in [0, 1], **1 = hole** (not covered by the scene), or a video file (white = hole, first
+            channel used). Nearest-neighbour resized and thresholded at 0.5; used as given otherwise
+            (frame 0 is normally all 0).
+        reference_images: memory variants: reference views ``(R, 3, h, w)`` float in [0, 1] (resized
+            bicubic to the generation size) used instead of retrieving them from the frame bank; the
+            frame bank is still updated with the generated frames. Requires ``reference_w2c``.
+        reference_w2c: ``(R, 4, 4)`` world-to-camera (OpenCV) of the reference views, in the world
+            frame of ``camera_trajectory`` (source of the camera tokens).
+        ref_index: ``(R,)`` integer RoPE slot of each reference in ``[0, num_frames - 2]``: reference
+            ``k`` is placed at target frame ``ref_index[k] + 1`` (the frame that retrieved it). Default
+            ``[0]`` for a single reference (the reference's single-view inference: the condition image
+            with ``camera_trajectory[0]``'s camera).
+        latents: initial noise ``x_T``, float ``(1, 16, num_frames, height / 8, width / 8)`` (as the
+            ``latents=`` of diffusers pipelines); default: drawn from ``seed``.
 
     Returns:
         The video in ``output_format``.
 
     Raises:
-        TypeError / ValueError: bad arguments (before any model work).
+        TypeError / ValueError / FileNotFoundError: bad arguments, naming the parameter (before any
+            model work).
     """
     request = _check_inputs(
         model, condition_image, camera_trajectory, memory=memory, panorama=panorama,
@@ -295,7 +337,8 @@ def generate_video(
         guidance_scale=guidance_scale, point_cloud=point_cloud, use_geometric_memory=use_geometric_memory,
         use_spatial_memory=use_spatial_memory, seed=seed, output_format=output_format, save_path=save_path,
         progress_callback=progress_callback, prompt=prompt, negative_prompt=negative_prompt,
-        depth_estimator=depth_estimator,
+        depth_estimator=depth_estimator, render_video=render_video, render_mask=render_mask,
+        reference_images=reference_images, reference_w2c=reference_w2c, ref_index=ref_index, latents=latents,
     )
     from .optimization import execution_device
 
@@ -411,6 +454,7 @@ class _Request:
     prompt: str
     negative_prompt: Optional[str]
     depth_estimator: Any
+    given: GivenInputs = field(default_factory=GivenInputs)
 
 
 @dataclass
@@ -474,9 +518,15 @@ class _Conditioning:
 
 def _check_inputs(model: Any, condition_image: ImageInput, camera_trajectory: CameraTrajectory, *,
                   memory: Optional[SceneMemory], panorama: Optional[bool], **args: Any) -> _Request:
-    """Validate every argument (before any model work), load the image, pick the seed."""
+    """Validate every argument (before any model work), load the image and the given conditioning,
+    pick the seed."""
     validate_generation_args(camera_trajectory=camera_trajectory, **{k: args[k] for k in _VALIDATED_ARGS})
     _check_model(model)
+    given = load_given_inputs(
+        model, num_frames=args["num_frames"], height=args["height"], width=args["width"],
+        point_cloud=args["point_cloud"], use_geometric_memory=args["use_geometric_memory"],
+        **{k: args.pop(k) for k in _GIVEN_ARGS},
+    )
     if memory is not None and not isinstance(memory, SceneMemory):
         raise TypeError(f"memory: expected a SceneMemory or None, got {type(memory).__name__}")
     image_full = _load_condition_image(condition_image)
@@ -492,7 +542,7 @@ def _check_inputs(model: Any, condition_image: ImageInput, camera_trajectory: Ca
         seed = secrets.randbelow(2**31 - 1)  # leaves torch's global generator alone
         logger.info("seed: none given, using %d", seed)
     return _Request(image_full=image_full, panorama=panorama, trajectory=camera_trajectory, seed=int(seed),
-                    **args)
+                    given=given, **args)
 
 
 #: The generate_video arguments checked by :func:`validate_generation_args` (besides the trajectory).
@@ -501,17 +551,21 @@ _VALIDATED_ARGS = (
     "use_geometric_memory", "use_spatial_memory", "seed", "output_format", "save_path", "progress_callback",
     "prompt", "negative_prompt",
 )
+#: The generate_video arguments of caller-given conditioning (see :mod:`worldstereo.pipeline_inputs`).
+_GIVEN_ARGS = ("render_video", "render_mask", "reference_images", "reference_w2c", "ref_index", "latents")
 
 
 def _prepare_memory(model: Any, request: _Request, memory: Optional[SceneMemory]) -> SceneMemory:
-    """The scene memory to read and update: the caller's, completed with what this call needs."""
+    """The scene memory to read and update: the caller's, completed with what this call needs (a
+    given render replaces the geometric memory, which is then not created)."""
+    use_geometric = request.use_geometric_memory and not request.given.has_render
     if memory is None:
-        return _new_scene_memory(model, request.use_geometric_memory, request.use_spatial_memory)
+        return _new_scene_memory(model, use_geometric, request.use_spatial_memory)
     if memory.spatial is None and request.use_spatial_memory and model.is_memory:
         from .memory import SpatialStereoMemory
 
         memory.spatial = SpatialStereoMemory(**model.spatial_memory_config)
-    if memory.geometric is None and request.use_geometric_memory:
+    if memory.geometric is None and use_geometric:
         from .memory import GlobalGeometricMemory
 
         memory.geometric = GlobalGeometricMemory(**model.global_memory_config)
@@ -521,7 +575,10 @@ def _prepare_memory(model: Any, request: _Request, memory: Optional[SceneMemory]
 def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Scene:
     """Condition view, trajectory at the generation size in scene units and the point-cloud render
     with its hole mask (the ControlNet inputs) and coverage. Estimates the condition image's depth
-    when the geometric memory is empty and no point cloud was given."""
+    when the geometric memory is empty and no point cloud was given; with a given render, uses it
+    instead (no depth)."""
+    if request.given.has_render:
+        return _given_render_scene(request, memory)
     height, width, num_frames = request.height, request.width, request.num_frames
     pano = request.image_full if request.panorama else None
     geometric = memory.geometric if request.use_geometric_memory else None
@@ -548,15 +605,7 @@ def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Sc
     trajectory = _in_scene_units(trajectory, memory.median_depth)
     w2c = trajectory.w2c.float()
     K = trajectory.K.float()
-    if pano is not None:
-        from .geometry.panorama import equirect_to_perspective
-
-        # the condition view is the panorama seen through trajectory frame 0 (shared centre)
-        image = equirect_to_perspective(pano, w2c[0], K[0], height, width).clamp(0, 1)
-    else:
-        from .io.image import resize_image
-
-        image = resize_image(request.image_full, height, width).clamp(0, 1)
+    image = _condition_view(request, trajectory)
     if geometric is None:
         render_video = torch.full((num_frames, 3, height, width), HOLE_GREY)
         hole_mask = torch.ones(num_frames, 1, height, width)
@@ -611,11 +660,47 @@ def _in_scene_units(trajectory: CameraTrajectory, median_depth: Optional[float])
     return trajectory.in_scene_units(median_depth)
 
 
+def _condition_view(request: _Request, trajectory: CameraTrajectory) -> Tensor:
+    """The condition view (3, H, W) in [0, 1] at the generation size: the image resized, or for a
+    panorama its perspective crop seen through ``trajectory`` frame 0 (shared centre)."""
+    if request.panorama:
+        from .geometry.panorama import equirect_to_perspective
+
+        return equirect_to_perspective(request.image_full, trajectory.w2c[0].float(), trajectory.K[0].float(),
+                                       request.height, request.width).clamp(0, 1)
+    from .io.image import resize_image
+
+    return resize_image(request.image_full, request.height, request.width).clamp(0, 1)
+
+
+def _given_render_scene(request: _Request, memory: SceneMemory) -> _Scene:
+    """The scene of a given render: the reference's data loader replaces render frame 0 by the
+    condition image and uses the (thresholded) hole mask as given. Its coverage is measured like
+    our own render's; with no depth, a preset is converted with the memory's median depth when an
+    earlier video set one, else taken as scene units."""
+    trajectory = _trajectory_at_size(request.trajectory, request.height, request.width, None, None)
+    trajectory = _in_scene_units(trajectory, memory.median_depth)
+    image = _condition_view(request, trajectory)
+    render_video = request.given.render_video.clone()
+    render_video[0] = image
+    pano = request.image_full if request.panorama else None
+    hole_mask = request.given.render_mask.clone()
+    coverage = render_coverage(hole_mask)
+    warn_low_coverage(coverage, what="generate_video: given render", log=logger)
+    return _Scene(image, pano, trajectory.w2c.float(), trajectory.K.float(), render_video, hole_mask, None,
+                  None, coverage, trajectory, memory.median_depth)
+
+
 def _prepare_references(model: Any, request: _Request, scene: _Scene, memory: SceneMemory) -> Optional[_References]:
-    """Reference views for the memory variants (None for the camera variant): retrieved from the
-    frame bank by frustum overlap, or the condition view alone without spatial memory."""
+    """Reference views for the memory variants (None for the camera variant): the given ones,
+    retrieved from the frame bank by frustum overlap, or the condition view alone without spatial
+    memory."""
     if not model.is_memory:
         return None
+    given = request.given
+    if given.has_references:
+        names = [f"given/{k:02d}" for k in range(given.reference_images.shape[0])]
+        return _References(given.reference_images, given.reference_w2c, given.ref_index, names)
     if memory.spatial is None or not request.use_spatial_memory:
         return _References(scene.image[None], scene.w2c[:1], torch.zeros(1, dtype=torch.long), ["condition"])
     if len(memory.spatial) == 0:
@@ -666,8 +751,10 @@ def _encode_conditioning(model: Any, request: _Request, scene: _Scene, refs: Opt
 
 
 def _prepare_latents(request: _Request, cond: _Conditioning, device: torch.device) -> Tensor:
-    """Initial noise x_T (1, 16, F, h, w) float32, drawn on the CPU from ``request.seed`` (so the
-    same seed gives the same noise on every device)."""
+    """Initial noise x_T (1, 16, F, h, w) float32: the given ``latents``, else drawn on the CPU from
+    ``request.seed`` (so the same seed gives the same noise on every device)."""
+    if request.given.latents is not None:
+        return request.given.latents.to(device)
     c = cond.condition
     shape = (1, c.shape[1] - 4, c.shape[2], c.shape[-2], c.shape[-1])
     generator = torch.Generator(device="cpu").manual_seed(request.seed)
@@ -712,7 +799,7 @@ def _update_memory(model: Any, request: _Request, scene: _Scene, memory: SceneMe
     """Add the generated frames (F, 3, H, W) to the frame bank and (when it updates) the point cloud."""
     if memory.spatial is not None and request.use_spatial_memory:
         memory.spatial.update_from_clip(frames, scene.w2c, scene.K)
-    if memory.geometric is not None and request.use_geometric_memory:
+    if memory.geometric is not None and request.use_geometric_memory and not request.given.has_render:
         update_estimator = _frame_depth_estimator(model, scene.estimator)
         if update_estimator is not None:
             memory.geometric.maybe_update(frames, scene.w2c, scene.K, depth_estimator=update_estimator)
@@ -729,11 +816,24 @@ def _make_record(model: Any, request: _Request, scene: _Scene, refs: Optional[_R
         render_depth=scene.render_depth, coverage=list(scene.coverage), median_depth=scene.median_depth,
         trajectory=scene.trajectory, timings=timings,
     )
+    record.conditioning = _conditioning_sources(request, refs)
     if refs is not None:
         record.num_references = int(refs.ref_index.numel())
         record.ref_index = [int(i) for i in refs.ref_index]
         record.reference_names = list(refs.names)
     return record
+
+
+def _conditioning_sources(request: _Request, refs: Optional[_References]) -> Dict[str, str]:
+    """Where the render, the references (memory variants) and the initial noise came from."""
+    given = request.given
+    sources = {"render": "given" if given.has_render
+               else ("geometric_memory" if request.use_geometric_memory else "none")}
+    if refs is not None:
+        sources["references"] = "given" if given.has_references \
+            else ("retrieved" if request.use_spatial_memory else "condition_view")
+    sources["latents"] = "given" if given.latents is not None else "seed"
+    return sources
 
 
 def _write_outputs(request: _Request, frames: Tensor) -> VideoOutput:
