@@ -141,3 +141,19 @@ def test_reconstruct_3d_uses_the_trajectory_in_scene_units(model, room):
     torch.testing.assert_close(cams.centers[-1].double(),
                                torch.tensor([0.3 * float(depth.median()), 0.0, 0.0], dtype=torch.float64),
                                atol=1e-3, rtol=0)
+
+
+def test_a_given_render_gets_its_coverage_measured(model, room, caplog):
+    """Pre-rendered ControlNet inputs (render_video / render_mask) are measured like our own renders."""
+    image, _, _ = room
+    render = torch.rand(3, 3, H, W)
+    holes = torch.zeros(3, 1, H, W)
+    holes[1, :, : H // 4] = 1.0  # a quarter of frame 1 uncovered
+    holes[2, :, : 3 * H // 4] = 1.0  # three quarters of frame 2
+    with caplog.at_level(logging.WARNING, logger="worldstereo"):
+        record = _generate(model, image, CameraTrajectory.right(distance=0.1, num_frames=3), render_video=render,
+                           render_mask=holes)
+    assert record.coverage == pytest.approx([1.0, 0.75, 0.25])
+    assert record.summary()["coverage"] == pytest.approx([1.0, 0.75, 0.25])
+    assert "given render: frame 2 covers only 25%" in caplog.text
+    assert record.render_depth is None
