@@ -330,7 +330,8 @@ class CameraTrajectory:
         return self._like(w2c, K)
 
     def allclose(self, other: CameraTrajectory, atol: float = 1e-6) -> bool:
-        """Same length, size, and poses/intrinsics within ``atol``."""
+        """Same length, size, and poses/intrinsics within ``atol`` (the numbers only: :attr:`units`
+        and :attr:`fov_intrinsics` are not compared)."""
         if len(self) != len(other) or (self.height, self.width) != (other.height, other.width):
             return False
         if (self.K is None) != (other.K is None):
