@@ -43,8 +43,9 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     """One request to the Hub (through the ``HTTPS_PROXY`` / ``HTTP_PROXY`` of the environment):
     True when any HTTP answer comes back within ``timeout`` seconds."""
     request = urllib.request.Request(hub_endpoint() + "/api/whoami-v2", method="HEAD")
+    opener = urllib.request.build_opener()  # reads the proxy variables now (urlopen caches its opener)
     try:
-        with urllib.request.urlopen(request, timeout=timeout):
+        with opener.open(request, timeout=timeout):
             return True
     except urllib.error.HTTPError:  # an answer (401 without a token): the Hub is there
         return True
