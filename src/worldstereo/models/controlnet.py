@@ -182,15 +182,26 @@ class WanXControlNet(ModelMixin, ConfigMixin, AttentionMixin):
                              f"resolution (8x the latent grid) with one frame per latent frame")
         return patch + mask, patch, mask
 
-    def forward(self, tokens: Tensor, temb: Tensor, rotary_emb: tuple[Tensor, Tensor],
+    def forward(self, latent: Tensor, mask_camera: Tensor, temb: Tensor, rotary_emb: tuple[Tensor, Tensor],
                 output_dtype: torch.dtype | None = None) -> list[Tensor]:
-        """tokens ``[B, L, conv_out_dim]``, temb ``[B, time_embed_dim]`` → N residuals ``[B, L, D]``.
+        """Embed the inputs (:meth:`embed`) and run the blocks.
 
-        ``output_dtype``: cast each residual to this dtype as soon as it is produced (the backbone
-        dtype: the residuals are added to backbone tokens, so this is exactly the cast the addition
-        would do, and it halves the memory of the N residuals kept alive when the ControlNet runs in
-        float32 under a half backbone).
+        Args:
+            latent: ``[B, 36, F, h, w]`` = [noisy latent 16, I2V frame mask 4, render latent 16].
+            mask_camera: ``[B, add_channels, F, 8h, 8w]`` hole mask (+ Plücker map).
+            temb: ``[B, time_embed_dim]`` backbone time embedding.
+            rotary_emb: ControlNet RoPE tables ``[1, L, 1, dim/num_heads]``.
+            output_dtype: cast each residual to this dtype as soon as it is produced (the backbone
+                dtype: the residuals are added to backbone tokens, so this is exactly the cast the
+                addition would do, and it halves the memory of the N residuals kept alive when the
+                ControlNet runs in float32 under a half backbone).
+        Returns:
+            N residuals ``[B, L, out_dim]``, one per leading backbone block.
+
+        Everything happens inside ``forward`` so that diffusers' module hooks (group offloading,
+        context-parallel splitting of the tokens at ``proj_in``) see the whole computation.
         """
+        tokens, _, _ = self.embed(latent, mask_camera)
         x = self.proj_in(tokens)
         out = []
         for block, proj in zip(self.controlnet_blocks, self.proj_out):

@@ -25,7 +25,7 @@ D backbone width, R references):
 * output ``[B, 16, F, h, w]`` flow velocity.
 
 Context parallelism (``enable_parallelism``): the plan splits, along the token axis, the backbone
-target tokens (input of ``blocks.0``), the ControlNet tokens (input of ``controlnet``), the memory
+target tokens (input of ``blocks.0``), the ControlNet tokens (input of ``controlnet.proj_in``), the memory
 variant's stereo-stitched reference tokens (input of ``blocks.0``, or of every block when
 ``update_ref`` is false because every block then receives the original reference tokens) and all RoPE
 tables (outputs of ``rope`` and ``controlnet_rope``); the ControlNet residuals are produced already
@@ -141,7 +141,7 @@ def context_parallel_plan(is_memory: bool, update_ref: bool = True) -> dict[str,
     plan: dict[str, Any] = {
         "rope": {i: table for i in range(4 if is_memory else 2)},
         "controlnet_rope": {0: table, 1: table},
-        "controlnet": {"tokens": tokens},
+        "controlnet.proj_in": {"input": tokens},
         "blocks.0": {"hidden_states": tokens},
         "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
     }
@@ -413,6 +413,30 @@ class WorldStereoTransformer(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin
                         f"set_attention_backend('flash' | '_native_cudnn' | '_native_flash') first")
         super().enable_parallelism(config=config, cp_plan=cp_plan)
 
+    def _resolve_parallel_config(self, config: Any) -> Any:
+        """diffusers' resolution of the parallel config, made to work without an accelerator.
+
+        diffusers 0.42 picks ``rank % torch.accelerator.device_count()`` as the device, which divides by
+        zero on a CPU-only machine; there (gloo process group) the mesh is built on ``"cpu"`` and the
+        device is the CPU. With an accelerator this is diffusers' own method.
+        """
+        accelerator = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+        if accelerator is not None and torch.accelerator.device_count() > 0:
+            return super()._resolve_parallel_config(config)
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            raise RuntimeError("torch.distributed must be available and initialized before applying a "
+                               "`parallel_config` (e.g. torch.distributed.init_process_group('gloo') on the CPU)")
+        if isinstance(config, ContextParallelConfig):
+            config = ParallelConfig(context_parallel_config=config)
+        if not isinstance(config, ParallelConfig) or config.context_parallel_config is None:
+            raise NotImplementedError("config: only context parallelism runs without an accelerator")
+        cp = config.context_parallel_config
+        mesh = cp.mesh or torch.distributed.device_mesh.init_device_mesh(
+            device_type="cpu", mesh_shape=cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names)
+        config.setup(torch.distributed.get_rank(), torch.distributed.get_world_size(), torch.device("cpu"), mesh=mesh)
+        self._parallel_config = config
+        return config
+
     def _check_context_parallel_sizes(self, n_tokens: int, n_ref_tokens: int | None) -> None:
         pc = getattr(self, "_parallel_config", None)
         cp = getattr(pc, "context_parallel_config", None)
@@ -610,8 +634,8 @@ class WorldStereoTransformer(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin
         cn_dtype = module_compute_dtype(self.controlnet)
         x_c = torch.cat([hidden_states[:, :20], render_latent.to(hidden_states.dtype)], dim=1).to(cn_dtype)
         mask_cam = render_mask if camera_embedding is None else torch.cat([render_mask, camera_embedding], dim=1)
+        mask_cam = mask_cam.to(cn_dtype)
         cn_rope = self.controlnet_rope(x_c)
-        cn_tokens, cn_patch, cn_mask = self.controlnet.embed(x_c, mask_cam.to(cn_dtype))
 
         # backbone embeddings
         if self.is_memory:
@@ -647,6 +671,7 @@ class WorldStereoTransformer(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin
             encoder_hidden_states_image.to(dtype) if encoder_hidden_states_image is not None else None,
         )
         if cap is not None:
+            cn_tokens, cn_patch, cn_mask = self.controlnet.embed(x_c, mask_cam)  # debug capture only
             cap.update(temb=temb, timestep_proj=timestep_proj, text_context=text_ctx,
                        controlnet_patch_embed=cn_patch, mask_cam_embed=cn_mask, controlnet_input_tokens=cn_tokens,
                        rope_cos=rope[0], rope_sin=rope[1], controlnet_rope_cos=cn_rope[0],
@@ -660,8 +685,8 @@ class WorldStereoTransformer(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin
 
         # residuals cast to the backbone dtype as produced (the cast the addition does; debug capture
         # keeps the ControlNet dtype)
-        cn_states = self.controlnet(cn_tokens, temb.to(cn_dtype), cn_rope, output_dtype=None if cap is not None
-                                    else x.dtype)
+        cn_states = self.controlnet(x_c, mask_cam, temb.to(cn_dtype), cn_rope,
+                                    output_dtype=None if cap is not None else x.dtype)
         if cap is not None:
             for i, s in enumerate(cn_states):
                 cap[f"controlnet_state_{i}"] = s
