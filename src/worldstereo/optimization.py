@@ -592,9 +592,15 @@ def _place(tier: MemoryTier, model: nn.Module, transformer: nn.Module, encoders:
     transformer.enable_group_offload(offload_type=kind, num_blocks_per_group=None if leaf else 1, **common)
     placements["transformer"] = f"group offload ({kind}{', streams' if use_stream else ''}) to {device}"
     text = encoders.get("text_encoder")
-    if text is not None:  # UMT5 has no top-level block list: offload layer by layer
-        apply_group_offloading(text, offload_type="leaf_level", **common)
-        placements["text_encoder"] = f"group offload (leaf_level) to {device}"
+    if text is not None:
+        if leaf:
+            apply_group_offloading(text, offload_type="leaf_level", **common)
+        else:  # UMT5 keeps its block list under ``encoder``: group per T5 block
+            inner = ["encoder"] if isinstance(getattr(getattr(text, "encoder", None), "block", None),
+                                              nn.ModuleList) else None
+            apply_group_offloading(text, offload_type="block_level", num_blocks_per_group=1, block_modules=inner,
+                                   **common)
+        placements["text_encoder"] = f"group offload ({kind}) to {device}"
     image = encoders.get("image_encoder")
     if image is not None:  # block level on CLIP = the whole tower on the device while it runs
         apply_group_offloading(image, offload_type=kind, num_blocks_per_group=None if leaf else 1, **common)

@@ -58,6 +58,7 @@ ASSUMED_CONTROLNET: dict[str, Any] = {
     "conv_out_dim": 5120, "add_channels": 7, "mid_channels": 64, "mask_downsample": 1,
 }
 _TEXT_LEN = 512
+_TEXT_BLOCKS = 24  # UMT5-XXL encoder blocks
 _VARIANTS = ("worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd")
 
 
@@ -258,6 +259,10 @@ def estimate_peak_vram_gb(tier: Any, variant: str = "worldstereo-memory", height
                                c.controlnet_blocks / max(c.controlnet_layers, 1) * cn)
             w_top = c.backbone_other * 2.0 + c.controlnet_other * (2.0 if lossy else 4.0)
             image_stage = w_image
-        text_stage = c.text_embedding * emb + 2 * c.largest_text_layer * te + a_text
+        if tier.placement == "group_leaf":
+            text_group = c.largest_text_layer * te
+        else:  # one UMT5 block (24 of them)
+            text_group = (c.text_encoder - c.text_embedding) / _TEXT_BLOCKS * te
+        text_stage = c.text_embedding * emb + 2 * text_group + a_text
         peak = w_vae + max(text_stage, image_stage, a_vae, w_top + w_groups + a_residuals + a_backbone)
     return peak / GB + RESERVED_GB
