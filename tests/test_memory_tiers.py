@@ -252,3 +252,22 @@ def test_suggest_memory_tier():
     for bad in (0, -3, "24", True):
         with pytest.raises(ValueError, match="gpu_memory_gb"):
             suggest_memory_tier(bad)
+
+
+# ------------------------------------------------------------------ WorldStereoPipeline(memory_tier=...)
+def test_pipeline_memory_tier(tmp_path):
+    from worldstereo.pipeline import WorldStereoPipeline
+    from worldstereo.testing import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "model", "worldstereo-camera")
+    for tier, match in (("group_offload", "needs an accelerator"), ("auto", "CUDA device"), ("nope", "tier")):
+        with pytest.raises(ValueError, match=match):
+            WorldStereoPipeline(str(folder), device="cpu", torch_dtype=torch.float32, enable_xformers=False,
+                                memory_tier=tier)
+    with pytest.raises(ValueError, match="enable_cpu_offload"):
+        WorldStereoPipeline(str(folder), device="cpu", torch_dtype=torch.float32, enable_xformers=False,
+                            enable_cpu_offload=True, memory_tier="resident")
+    pipe = WorldStereoPipeline(str(folder), device="cpu", torch_dtype=torch.float32, enable_xformers=False,
+                               memory_tier="fp8")
+    assert pipe.memory_tier == "fp8" and pipe.model.transformer.dtype == torch.bfloat16
+    assert pipe.model.transformer.blocks[0].attn1.to_k.weight.dtype == torch.float8_e4m3fn

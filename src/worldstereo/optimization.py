@@ -35,6 +35,8 @@ from accelerate.utils import send_to_device
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
+from worldstereo.vram import MEMORY_TIERS, MemoryTier, get_memory_tier, suggest_memory_tier
+
 __all__ = [
     "MEMORY_TIERS",
     "MemoryTier",
@@ -397,95 +399,10 @@ def execution_device(model: nn.Module) -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------ memory tiers
-_PLACEMENTS = ("resident", "model_offload", "group_block", "group_leaf", "group_block_disk")
-_WEIGHTS = ("as_loaded", "fp8_layerwise", "int8_weight_only", "float8_weight_only")
-
-
-@dataclass(frozen=True)
-class MemoryTier:
-    """How a memory tier places a model on one accelerator.
-
-    Attributes:
-        name: the tier name (an entry of :data:`MEMORY_TIERS`).
-        placement: ``"resident"`` (everything on the accelerator), ``"model_offload"``
-            (:func:`enable_model_cpu_offload`, the ControlNet its own component), ``"group_block"`` /
-            ``"group_leaf"`` (diffusers group offloading of the backbone, the ControlNet and the text
-            encoder with CUDA streams and prefetching; block level = one transformer block at a time,
-            leaf level = one layer at a time), ``"group_block_disk"`` (block level, offloaded weights
-            kept on disk instead of in RAM).
-        weights: ``"as_loaded"`` (lossless), ``"fp8_layerwise"`` (float8 e4m3 storage, bfloat16 compute:
-            diffusers layerwise casting of the backbone and ControlNet; text encoder in bfloat16),
-            ``"int8_weight_only"`` / ``"float8_weight_only"`` (torchao weight-only quantization of the
-            transformer and the text encoder, bfloat16 compute).
-        description: one line for ``--help`` and docs.
-    """
-
-    name: str
-    placement: str
-    weights: str
-    description: str
-
-    @property
-    def lossy(self) -> bool:
-        """Whether the tier changes the numbers (weights stored or computed in lower precision)."""
-        return self.weights != "as_loaded"
-
-    @property
-    def needs_accelerator(self) -> bool:
-        """Offloading tiers only make sense with (and group offloading needs) a CUDA/XPU accelerator."""
-        return self.placement != "resident"
-
-    @property
-    def needs_torchao(self) -> bool:
-        return self.weights in ("int8_weight_only", "float8_weight_only")
-
-
-_TIERS: tuple[MemoryTier, ...] = (
-    MemoryTier("resident", "resident", "as_loaded", "everything on the accelerator (fastest, most memory)"),
-    MemoryTier("model_offload", "model_offload", "as_loaded",
-               "model CPU offload: one component at a time on the accelerator, the ControlNet swapped on its own"),
-    MemoryTier("group_offload", "group_block", "as_loaded",
-               "group offloading, one transformer block at a time, CUDA streams with prefetching (lossless)"),
-    MemoryTier("group_offload_leaf", "group_leaf", "as_loaded",
-               "group offloading, one layer at a time, CUDA streams with prefetching (lossless, least memory)"),
-    MemoryTier("group_offload_disk", "group_block_disk", "as_loaded",
-               "block-level group offloading with the offloaded weights on disk (machines with little RAM)"),
-    MemoryTier("fp8", "resident", "fp8_layerwise",
-               "fp8 weight storage with bf16 compute (layerwise casting), everything resident (lossy)"),
-    MemoryTier("int8", "resident", "int8_weight_only",
-               "torchao int8 weight-only transformer and text encoder, resident (lossy; needs torchao)"),
-    MemoryTier("float8", "resident", "float8_weight_only",
-               "torchao float8 weight-only transformer and text encoder, resident (lossy; needs torchao)"),
-    MemoryTier("fp8_model_offload", "model_offload", "fp8_layerwise", "fp8 storage + model CPU offload (lossy)"),
-    MemoryTier("int8_model_offload", "model_offload", "int8_weight_only",
-               "torchao int8 weight-only + model CPU offload (lossy; needs torchao)"),
-    MemoryTier("fp8_group_offload", "group_block", "fp8_layerwise", "fp8 storage + block-level group offloading (lossy)"),
-    MemoryTier("fp8_group_offload_leaf", "group_leaf", "fp8_layerwise",
-               "fp8 storage + leaf-level group offloading (lossy; the smallest footprint)"),
-)
-#: Memory tier names, from the most to the least accelerator memory (roughly; see docs/performance.md).
-MEMORY_TIERS: tuple[str, ...] = tuple(t.name for t in _TIERS)
-_BY_NAME = {t.name: t for t in _TIERS}
-#: Tiers :func:`suggest_memory_tier` considers, in order of preference (fastest first); lossy ones last.
-_SUGGESTION_ORDER = ("resident", "group_offload", "model_offload", "group_offload_leaf", "fp8_group_offload",
-                     "fp8_group_offload_leaf")
 #: Modules whose precision matters most: never quantized (the patterns diffusers' layerwise casting
 #: skips: embeddings, norms and adaLN modulations, the output head).
 _PRECISION_CRITICAL = ("patch_embed", "condition_embedder", "norm", "^proj_out$", "time_embedder", "rope",
                        "mask_embedding", "^proj_in$")
-
-
-def get_memory_tier(tier: str | MemoryTier) -> MemoryTier:
-    """The :class:`MemoryTier` of a name (or the tier itself).
-
-    Raises:
-        ValueError: unknown name (the message lists :data:`MEMORY_TIERS`).
-    """
-    if isinstance(tier, MemoryTier):
-        return tier
-    if tier not in _BY_NAME:
-        raise ValueError(f"tier: expected one of {list(MEMORY_TIERS)}, got {tier!r}")
-    return _BY_NAME[tier]
 
 
 @dataclass
@@ -691,39 +608,3 @@ def _apply_tier(model: nn.Module, tier: MemoryTier, device: torch.device, *, use
                               offload_dir=offload_dir)
     object.__setattr__(model, _TIER_ATTR, handle)
     return handle
-
-
-def suggest_memory_tier(gpu_memory_gb: float, variant: str = "worldstereo-memory", *, height: int = 480,
-                        width: int = 832, num_frames: int = 21, num_references: int = 8,
-                        allow_lossy: bool = True, counts: Any = None) -> str:
-    """The fastest memory tier whose expected peak VRAM fits ``gpu_memory_gb``.
-
-    Lossless tiers are preferred (``resident``, then ``group_offload`` — with CUDA streams its
-    transfers hide behind the compute of a 14B block —, ``model_offload``, ``group_offload_leaf``);
-    the fp8 group-offload tiers come last and only with ``allow_lossy``. Estimates:
-    :func:`worldstereo.vram.estimate_peak_vram_gb` (release sizes unless ``counts`` is given).
-
-    Args:
-        gpu_memory_gb: memory of the accelerator in GB (1e9 bytes), e.g. 24.
-        variant: ``"worldstereo-camera"``, ``"worldstereo-memory"`` or ``"worldstereo-memory-dmd"``.
-        height, width, num_frames, num_references: generation size.
-        allow_lossy: also consider fp8 tiers.
-        counts: :class:`worldstereo.vram.ParameterCounts` of the actual model.
-
-    Raises:
-        ValueError: bad arguments, or no tier fits (the message gives the smallest requirement).
-    """
-    from worldstereo import vram  # noqa: PLC0415  (import cycle)
-
-    if isinstance(gpu_memory_gb, bool) or not isinstance(gpu_memory_gb, (int, float)) or not gpu_memory_gb > 0:
-        raise ValueError(f"gpu_memory_gb: expected a positive number of GB, got {gpu_memory_gb!r}")
-    c = counts if counts is not None else vram.release_parameter_counts(variant)
-    estimates = {name: vram.estimate_peak_vram_gb(name, variant, height, width, num_frames, num_references, c)
-                 for name in _SUGGESTION_ORDER if allow_lossy or not get_memory_tier(name).lossy}
-    for name, need in estimates.items():
-        if need <= gpu_memory_gb:
-            return name
-    best = min(estimates, key=estimates.__getitem__)
-    raise ValueError(f"gpu_memory_gb: no memory tier fits {gpu_memory_gb} GB for {variant} at "
-                     f"{height}x{width}x{num_frames}; the smallest, {best!r}, needs about {estimates[best]:.1f} GB "
-                     f"(use a smaller resolution or fewer frames)")

@@ -1,4 +1,5 @@
-"""Expected peak accelerator memory of a WorldStereo generation, per memory tier (pure arithmetic).
+"""Memory tiers (what each places where) and the expected peak accelerator memory of a WorldStereo
+generation under each (pure data and arithmetic; :mod:`worldstereo.optimization` applies the tiers).
 
 The estimate is ``max`` over the stages of a generation (text encoding, CLIP image encoding, VAE
 encode/decode, denoising) of *weights on the accelerator during the stage* + *activations of the
@@ -13,9 +14,10 @@ Assumptions (state them when you quote a number):
   and, in the lossless tiers, the ControlNet and camera MLP in float32); text and CLIP encoders in
   float32 as the reference (bfloat16 in the lossy tiers); VAE in bfloat16;
 * attention through a memory-efficient kernel (flash / cuDNN / xFormers: no L×L score matrix);
-* peak activation of a backbone block ≈ :data:`BLOCK_ACTIVATION_BYTES` bytes per token per channel
-  (bf16 hidden states, q/k/v and the float32 RMS-norm / RoPE temporaries of our attention, measured
-  on the formulas of :mod:`worldstereo.models.attention`);
+* peak activation of a backbone block ≈ :data:`BLOCK_ACTIVATION_BYTES` bytes per token per channel,
+  counted from the tensors alive at once in :mod:`worldstereo.models.attention` during the
+  self-attention: bf16 hidden states and modulated input (2 + 2), the concatenated streams (2),
+  q/k/v (6) and the float32 RMS-norm / RoPE temporaries (≈ 16); the FFN phase stays below it;
 * the N ControlNet residuals ``[L, D]`` are all alive during the backbone pass (bf16);
 * the VAE decodes one keyframe at a time (:data:`VAE_DECODE_BYTES_PER_PIXEL` bytes per output pixel);
 * group offloading keeps the current and the prefetched group on the accelerator, plus the
@@ -30,10 +32,14 @@ Uni3C ControlNet it derives from) is used unless the caller passes the real para
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "MEMORY_TIERS",
+    "MemoryTier",
+    "get_memory_tier",
+    "suggest_memory_tier",
     "ASSUMED_CONTROLNET",
     "BLOCK_ACTIVATION_BYTES",
     "RESERVED_GB",
@@ -62,6 +68,94 @@ _TEXT_BLOCKS = 24  # UMT5-XXL encoder blocks
 _VARIANTS = ("worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd")
 
 
+# ------------------------------------------------------------------------------------- tiers
+_PLACEMENTS = ("resident", "model_offload", "group_block", "group_leaf", "group_block_disk")
+_WEIGHTS = ("as_loaded", "fp8_layerwise", "int8_weight_only", "float8_weight_only")
+
+
+@dataclass(frozen=True)
+class MemoryTier:
+    """How a memory tier places a model on one accelerator.
+
+    Attributes:
+        name: the tier name (an entry of :data:`MEMORY_TIERS`).
+        placement: ``"resident"`` (everything on the accelerator), ``"model_offload"``
+            (:func:`enable_model_cpu_offload`, the ControlNet its own component), ``"group_block"`` /
+            ``"group_leaf"`` (diffusers group offloading of the backbone, the ControlNet and the text
+            encoder with CUDA streams and prefetching; block level = one transformer block at a time,
+            leaf level = one layer at a time), ``"group_block_disk"`` (block level, offloaded weights
+            kept on disk instead of in RAM).
+        weights: ``"as_loaded"`` (lossless), ``"fp8_layerwise"`` (float8 e4m3 storage, bfloat16 compute:
+            diffusers layerwise casting of the backbone and ControlNet; text encoder in bfloat16),
+            ``"int8_weight_only"`` / ``"float8_weight_only"`` (torchao weight-only quantization of the
+            transformer and the text encoder, bfloat16 compute).
+        description: one line for ``--help`` and docs.
+    """
+
+    name: str
+    placement: str
+    weights: str
+    description: str
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the tier changes the numbers (weights stored or computed in lower precision)."""
+        return self.weights != "as_loaded"
+
+    @property
+    def needs_accelerator(self) -> bool:
+        """Offloading tiers only make sense with (and group offloading needs) a CUDA/XPU accelerator."""
+        return self.placement != "resident"
+
+    @property
+    def needs_torchao(self) -> bool:
+        return self.weights in ("int8_weight_only", "float8_weight_only")
+
+
+_TIERS: tuple[MemoryTier, ...] = (
+    MemoryTier("resident", "resident", "as_loaded", "everything on the accelerator (fastest, most memory)"),
+    MemoryTier("model_offload", "model_offload", "as_loaded",
+               "model CPU offload: one component at a time on the accelerator, the ControlNet swapped on its own"),
+    MemoryTier("group_offload", "group_block", "as_loaded",
+               "group offloading, one transformer block at a time, CUDA streams with prefetching (lossless)"),
+    MemoryTier("group_offload_leaf", "group_leaf", "as_loaded",
+               "group offloading, one layer at a time, CUDA streams with prefetching (lossless, least memory)"),
+    MemoryTier("group_offload_disk", "group_block_disk", "as_loaded",
+               "block-level group offloading with the offloaded weights on disk (machines with little RAM)"),
+    MemoryTier("fp8", "resident", "fp8_layerwise",
+               "fp8 weight storage with bf16 compute (layerwise casting), everything resident (lossy)"),
+    MemoryTier("int8", "resident", "int8_weight_only",
+               "torchao int8 weight-only transformer and text encoder, resident (lossy; needs torchao)"),
+    MemoryTier("float8", "resident", "float8_weight_only",
+               "torchao float8 weight-only transformer and text encoder, resident (lossy; needs torchao)"),
+    MemoryTier("fp8_model_offload", "model_offload", "fp8_layerwise", "fp8 storage + model CPU offload (lossy)"),
+    MemoryTier("int8_model_offload", "model_offload", "int8_weight_only",
+               "torchao int8 weight-only + model CPU offload (lossy; needs torchao)"),
+    MemoryTier("fp8_group_offload", "group_block", "fp8_layerwise", "fp8 storage + block-level group offloading (lossy)"),
+    MemoryTier("fp8_group_offload_leaf", "group_leaf", "fp8_layerwise",
+               "fp8 storage + leaf-level group offloading (lossy; the smallest footprint)"),
+)
+#: Memory tier names, from the most to the least accelerator memory (roughly; see docs/performance.md).
+MEMORY_TIERS: tuple[str, ...] = tuple(t.name for t in _TIERS)
+_BY_NAME = {t.name: t for t in _TIERS}
+#: Tiers :func:`suggest_memory_tier` considers, in order of preference (fastest first); lossy ones last.
+_SUGGESTION_ORDER = ("resident", "group_offload", "model_offload", "group_offload_leaf", "fp8_group_offload",
+                     "fp8_group_offload_leaf")
+def get_memory_tier(tier: str | MemoryTier) -> MemoryTier:
+    """The :class:`MemoryTier` of a name (or the tier itself).
+
+    Raises:
+        ValueError: unknown name (the message lists :data:`MEMORY_TIERS`).
+    """
+    if isinstance(tier, MemoryTier):
+        return tier
+    if tier not in _BY_NAME:
+        raise ValueError(f"tier: expected one of {list(MEMORY_TIERS)}, got {tier!r}")
+    return _BY_NAME[tier]
+
+
+
+# ----------------------------------------------------------------------------- parameter counts
 @dataclass(frozen=True)
 class ParameterCounts:
     """Parameter counts of the components (numbers of parameters, not bytes) and the widths the
@@ -206,14 +300,12 @@ def estimate_peak_vram_gb(tier: Any, variant: str = "worldstereo-memory", height
     the blocks. See the module docstring for the assumptions.
 
     Args:
-        tier: a :class:`~worldstereo.optimization.MemoryTier` or its name.
+        tier: a :class:`MemoryTier` or its name.
         variant: model variant (the camera variant has no reference tokens).
         height, width, num_frames: output video size (``num_frames`` keyframes = latent frames).
         num_references: references of the memory variants (8 = the reference's maximum).
         counts: parameter counts (default: :func:`release_parameter_counts` of ``variant``).
     """
-    from worldstereo.optimization import get_memory_tier  # noqa: PLC0415  (import cycle)
-
     tier = get_memory_tier(tier)
     if variant not in _VARIANTS:
         raise ValueError(f"variant: expected one of {list(_VARIANTS)}, got {variant!r}")
@@ -266,3 +358,37 @@ def estimate_peak_vram_gb(tier: Any, variant: str = "worldstereo-memory", height
         text_stage = c.text_embedding * emb + 2 * text_group + a_text
         peak = w_vae + max(text_stage, image_stage, a_vae, w_top + w_groups + a_residuals + a_backbone)
     return peak / GB + RESERVED_GB
+
+
+def suggest_memory_tier(gpu_memory_gb: float, variant: str = "worldstereo-memory", *, height: int = 480,
+                        width: int = 832, num_frames: int = 21, num_references: int = 8,
+                        allow_lossy: bool = True, counts: Any = None) -> str:
+    """The fastest memory tier whose expected peak VRAM fits ``gpu_memory_gb``.
+
+    Lossless tiers are preferred (``resident``, then ``group_offload`` — with CUDA streams its
+    transfers hide behind the compute of a 14B block —, ``model_offload``, ``group_offload_leaf``);
+    the fp8 group-offload tiers come last and only with ``allow_lossy``. Estimates:
+    :func:`worldstereo.estimate_peak_vram_gb` (release sizes unless ``counts`` is given).
+
+    Args:
+        gpu_memory_gb: memory of the accelerator in GB (1e9 bytes), e.g. 24.
+        variant: ``"worldstereo-camera"``, ``"worldstereo-memory"`` or ``"worldstereo-memory-dmd"``.
+        height, width, num_frames, num_references: generation size.
+        allow_lossy: also consider fp8 tiers.
+        counts: :class:`ParameterCounts` of the actual model.
+
+    Raises:
+        ValueError: bad arguments, or no tier fits (the message gives the smallest requirement).
+    """
+    if isinstance(gpu_memory_gb, bool) or not isinstance(gpu_memory_gb, (int, float)) or not gpu_memory_gb > 0:
+        raise ValueError(f"gpu_memory_gb: expected a positive number of GB, got {gpu_memory_gb!r}")
+    c = counts if counts is not None else release_parameter_counts(variant)
+    estimates = {name: estimate_peak_vram_gb(name, variant, height, width, num_frames, num_references, c)
+                 for name in _SUGGESTION_ORDER if allow_lossy or not get_memory_tier(name).lossy}
+    for name, need in estimates.items():
+        if need <= gpu_memory_gb:
+            return name
+    best = min(estimates, key=estimates.__getitem__)
+    raise ValueError(f"gpu_memory_gb: no memory tier fits {gpu_memory_gb} GB for {variant} at "
+                     f"{height}x{width}x{num_frames}; the smallest, {best!r}, needs about {estimates[best]:.1f} GB "
+                     f"(use a smaller resolution or fewer frames)")

@@ -143,6 +143,14 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="transformer/VAE dtype (default: bfloat16 on CUDA, float32 on CPU; half precision "
                              "on CPU falls back to float32 with a warning)")
+    mem = parser.add_mutually_exclusive_group()
+    mem.add_argument("--memory-tier", default=None, metavar="NAME",
+                     help="place the model by memory tier (see docs/performance.md): resident, model_offload, "
+                          "group_offload (24 GB cards), group_offload_leaf, group_offload_disk, fp8, int8, float8, "
+                          "fp8_model_offload, int8_model_offload, fp8_group_offload, fp8_group_offload_leaf "
+                          "(default: everything on --device)")
+    mem.add_argument("--vram", type=positive_float, default=None, metavar="GB",
+                     help="pick the fastest memory tier whose expected peak fits GB of accelerator memory")
     parser.add_argument("--fps", type=positive_int, default=16, help="frame rate of the written videos (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -177,6 +185,7 @@ class GenerationSetup:
     device: str
     dtype: str
     timings: dict[str, float] = field(default_factory=dict)
+    memory_tier: str | None = None
 
     def generation_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
         """Keyword arguments of :func:`~worldstereo.pipeline.generate_video` common to every video."""
@@ -291,6 +300,41 @@ def _load_user_depth(args: argparse.Namespace, image_size: tuple[int, int]) -> A
     return UserDepth(depth)
 
 
+def _check_memory_options(args: argparse.Namespace, device: str) -> None:
+    """``--memory-tier`` / ``--vram`` checks that need no model (fast, before loading)."""
+    from worldstereo.vram import MEMORY_TIERS, get_memory_tier, suggest_memory_tier
+
+    if args.memory_tier is not None:
+        if args.memory_tier not in MEMORY_TIERS:
+            raise UsageError(f"--memory-tier: expected one of {', '.join(MEMORY_TIERS)}, got {args.memory_tier!r}")
+        if get_memory_tier(args.memory_tier).needs_accelerator and device == "cpu":
+            raise UsageError(f"--memory-tier {args.memory_tier}: needs an accelerator (--device cuda); on the CPU "
+                             f"use resident, fp8, int8 or float8")
+    if args.vram is not None:
+        if device == "cpu":
+            raise UsageError("--vram: sizes the placement of an accelerator; not with --device cpu")
+        try:  # release sizes; refined with the loaded model's own sizes after loading
+            suggest_memory_tier(args.vram, args.variant or "worldstereo-memory")
+        except ValueError as exc:
+            raise UsageError(f"--vram: {exc}") from None
+
+
+def _apply_memory_tier(args: argparse.Namespace, model: Any, device: str) -> str:
+    """Apply ``--memory-tier`` (or the tier ``--vram`` suggests for the loaded model); returns its name."""
+    from worldstereo.optimization import enable_memory_tier, suggest_memory_tier
+    from worldstereo.vram import parameter_counts_of
+
+    tier = args.memory_tier
+    if tier is None:
+        try:
+            tier = suggest_memory_tier(args.vram, model.variant, counts=parameter_counts_of(model))
+        except ValueError as exc:
+            raise UsageError(f"--vram: {exc}") from None
+        logger.info("--vram %s GB: memory tier %s", args.vram, tier)
+    enable_memory_tier(model, tier, device=device)
+    return tier
+
+
 def prepare_generation(args: argparse.Namespace, specs: list[str]) -> GenerationSetup:
     """Validate the command line, load the model, estimate depth and resolve the trajectories.
 
@@ -323,6 +367,7 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     user_depth = _load_user_depth(args, image_size) if args.depth is not None else None
     _check_model_spec(args.model)
     device, dtype_name = _resolve_device(args.device, args.dtype)
+    _check_memory_options(args, device)
 
     # -- model -------------------------------------------------------------------------------
     from worldstereo.models.worldstereo import WorldStereo
@@ -331,11 +376,13 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     t0 = time.perf_counter()
     logger.info("loading %s%s on %s (%s)", args.model, f" [{args.variant}]" if args.variant else "", device,
                 dtype_name)
-    try:
+    tiered = args.memory_tier is not None or args.vram is not None
+    try:  # a memory tier places the model itself: load on the CPU
         model = WorldStereo.from_pretrained(args.model, args.variant, torch_dtype=getattr(torch, dtype_name),
-                                            device=device)
+                                            device=None if tiered else device)
     except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
         raise UsageError(f"--model: cannot load {args.model!r}: {exc}") from exc
+    memory_tier = _apply_memory_tier(args, model, device) if tiered else None
     timings["load_model"] = time.perf_counter() - t0
     if model.is_distilled:
         steps = _API_STEPS if args.steps is None else args.steps
@@ -373,7 +420,7 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     ]
     return GenerationSetup(model=model, image=image, height=height, width=width, trajectories=trajectories,
                            depth_estimator=estimator, depth_source=source, steps=int(steps), guidance=float(guidance),
-                           device=device, dtype=dtype_name, timings=timings)
+                           device=device, dtype=dtype_name, timings=timings, memory_tier=memory_tier)
 
 
 # --------------------------------------------------------------------------------------- output
@@ -444,6 +491,7 @@ def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str
         "variant": setup.model.variant,
         "device": setup.device,
         "dtype": setup.dtype,
+        "memory_tier": setup.memory_tier,
         "image": str(args.image),
         "image_size": [int(setup.image.shape[1]), int(setup.image.shape[2])],
         "height": setup.height,
