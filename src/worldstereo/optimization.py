@@ -35,7 +35,7 @@ from accelerate.utils import send_to_device
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
-from worldstereo.vram import MEMORY_TIERS, MemoryTier, get_memory_tier, suggest_memory_tier
+from worldstereo.vram import PRECISION_CRITICAL_PATTERNS, MEMORY_TIERS, MemoryTier, get_memory_tier, suggest_memory_tier
 
 __all__ = [
     "MEMORY_TIERS",
@@ -399,11 +399,6 @@ def execution_device(model: nn.Module) -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------ memory tiers
-#: Modules whose precision matters most: never quantized (the patterns diffusers' layerwise casting
-#: skips: embeddings, norms and adaLN modulations, the output head).
-_PRECISION_CRITICAL = ("patch_embed", "condition_embedder", "norm", "^proj_out$", "time_embedder", "rope",
-                       "mask_embedding", "^proj_in$")
-
 
 @dataclass
 class MemoryTierHandle:
@@ -455,7 +450,7 @@ def _cast_like_reference(transformer: nn.Module, dtype: torch.dtype) -> None:
 
 
 def _quantizable(module: nn.Module, fqn: str) -> bool:
-    return isinstance(module, nn.Linear) and not any(re.search(p, fqn) for p in _PRECISION_CRITICAL)
+    return isinstance(module, nn.Linear) and not any(re.search(p, fqn) for p in PRECISION_CRITICAL_PATTERNS)
 
 
 def _convert_weights(tier: MemoryTier, transformer: nn.Module, encoders: dict[str, nn.Module],

@@ -32,6 +32,7 @@ Uni3C ControlNet it derives from) is used unless the caller passes the real para
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,10 @@ _TIERS: tuple[MemoryTier, ...] = (
 #: Memory tier names, from the most to the least accelerator memory (roughly; see docs/performance.md).
 MEMORY_TIERS: tuple[str, ...] = tuple(t.name for t in _TIERS)
 _BY_NAME = {t.name: t for t in _TIERS}
+#: Modules whose precision matters most: never quantized by the lossy tiers (the patterns diffusers'
+#: layerwise casting skips: embeddings, norms and adaLN modulations, output heads).
+PRECISION_CRITICAL_PATTERNS = ("patch_embed", "condition_embedder", "norm", "^proj_out$", "proj_out\\.",
+                               "time_embedder", "rope", "mask_embedding", "^proj_in$")
 #: Tiers :func:`suggest_memory_tier` considers, in order of preference (fastest first); lossy ones last.
 _SUGGESTION_ORDER = ("resident", "group_offload", "model_offload", "group_offload_leaf", "fp8_group_offload",
                      "fp8_group_offload_leaf")
@@ -172,6 +177,8 @@ class ParameterCounts:
         width, ffn: backbone width D and FFN width; controlnet_width: ControlNet width d.
         largest_text_layer, largest_image_layer: parameters of the biggest linear layer of the encoders
             (what leaf-level offloading holds besides the token embedding).
+        controlnet_kept: ControlNet block parameters the lossy tiers keep in bf16
+            (:data:`PRECISION_CRITICAL_PATTERNS`: adaLN modulations, output projections).
     """
 
     backbone_blocks: float
@@ -189,6 +196,7 @@ class ParameterCounts:
     controlnet_width: int = 1024
     largest_text_layer: float = 4096 * 10240
     largest_image_layer: float = 1280 * 5120
+    controlnet_kept: float = 0.0
 
     @property
     def transformer(self) -> float:
@@ -219,6 +227,9 @@ def parameter_counts_of(model: Any) -> ParameterCounts:
     emb = getattr(getattr(te, "shared", None), "weight", None)
     bb = transformer.backbone_config
     defaults = ParameterCounts(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    kept = sum(p.numel() for name, p in cn.named_parameters()
+               if name.startswith(("controlnet_blocks.", "proj_out."))
+               and any(re.search(pat, name.rsplit(".", 1)[0]) for pat in PRECISION_CRITICAL_PATTERNS))
     counts = ParameterCounts(
         backbone_blocks=bb_blocks, num_blocks=len(transformer.blocks),
         backbone_other=_count(transformer) - bb_blocks - _count(cn),
@@ -233,6 +244,7 @@ def parameter_counts_of(model: Any) -> ParameterCounts:
         controlnet_width=transformer.worldstereo_config.controlnet_cfg.dim,
         largest_text_layer=_largest_linear(te) if te is not None else defaults.largest_text_layer,
         largest_image_layer=_largest_linear(ie) if ie is not None else defaults.largest_image_layer,
+        controlnet_kept=kept,
     )
     return counts
 
@@ -322,7 +334,9 @@ def estimate_peak_vram_gb(tier: Any, variant: str = "worldstereo-memory", height
     te = 1.0 if lossy else 4.0
     emb = 2.0 if lossy else 4.0
     w_backbone = c.backbone_blocks * bb + c.backbone_other * 2.0
-    w_controlnet = c.controlnet_blocks * cn + c.controlnet_other * (2.0 if lossy else 4.0)
+    cn_blocks = ((c.controlnet_blocks - c.controlnet_kept) * cn + c.controlnet_kept * 2.0) if lossy \
+        else c.controlnet_blocks * cn
+    w_controlnet = cn_blocks + c.controlnet_other * (2.0 if lossy else 4.0)
     w_text = (c.text_encoder - c.text_embedding) * te + c.text_embedding * emb
     w_image = c.image_encoder * 4.0
     w_vae = c.vae * 2.0
@@ -348,7 +362,7 @@ def estimate_peak_vram_gb(tier: Any, variant: str = "worldstereo-memory", height
             image_stage = 2 * c.largest_image_layer * 4.0
         else:  # block level (also with disk storage)
             w_groups = 2 * max(c.backbone_blocks / max(c.num_blocks, 1) * bb,
-                               c.controlnet_blocks / max(c.controlnet_layers, 1) * cn)
+                               cn_blocks / max(c.controlnet_layers, 1))
             w_top = c.backbone_other * 2.0 + c.controlnet_other * (2.0 if lossy else 4.0)
             image_stage = w_image
         if tier.placement == "group_leaf":
