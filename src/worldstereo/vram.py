@@ -226,7 +226,6 @@ def parameter_counts_of(model: Any) -> ParameterCounts:
     vae = model._modules.get("vae")
     emb = getattr(getattr(te, "shared", None), "weight", None)
     bb = transformer.backbone_config
-    defaults = ParameterCounts(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     kept = sum(p.numel() for name, p in cn.named_parameters()
                if name.startswith(("controlnet_blocks.", "proj_out."))
                and any(re.search(pat, name.rsplit(".", 1)[0]) for pat in PRECISION_CRITICAL_PATTERNS))
@@ -242,8 +241,8 @@ def parameter_counts_of(model: Any) -> ParameterCounts:
         vae=_count(vae) if vae is not None else _RELEASE_ENCODERS["vae"],
         width=transformer.inner_dim, ffn=bb.ffn_dim,
         controlnet_width=transformer.worldstereo_config.controlnet_cfg.dim,
-        largest_text_layer=_largest_linear(te) if te is not None else defaults.largest_text_layer,
-        largest_image_layer=_largest_linear(ie) if ie is not None else defaults.largest_image_layer,
+        largest_text_layer=_largest_linear(te) if te is not None else ParameterCounts.largest_text_layer,
+        largest_image_layer=_largest_linear(ie) if ie is not None else ParameterCounts.largest_image_layer,
         controlnet_kept=kept,
     )
     return counts
