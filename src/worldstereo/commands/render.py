@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldstereo.commands import UsageError, parse_key_values, positive_float, positive_int
+from worldstereo.commands import (
+    UsageError,
+    bounded_float,
+    bounded_int,
+    parse_key_values,
+    positive_float,
+)
 
 __all__ = [
     "register",
@@ -44,6 +49,13 @@ logger = logging.getLogger(__name__)
 HOLE_GREY = 0.5
 #: frames rendered per call (progress granularity)
 RENDER_CHUNK = 4
+#: bounds of the numeric options (they keep work and memory finite; docs/cli.md)
+MAX_FRAMES = 1000
+MAX_SIDE = 4096
+MAX_FPS = 240
+MAX_POINT_RADIUS = 0.1
+MAX_POINTS_PER_PIXEL = 64
+MAX_FOV = 170.0
 
 
 @dataclass
@@ -59,7 +71,8 @@ class RenderResult:
 
 
 # --------------------------------------------------------------------------------- trajectories
-def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = None) -> Any:
+def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = None,
+                         option: str = "--trajectory") -> Any:
     """Read a trajectory file, choosing the reader from the extension and content.
 
     * ``.npz``: :meth:`CameraTrajectory.from_npz`;
@@ -71,9 +84,11 @@ def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = Non
     Args:
         path: the file.
         image_size: ``(height, width)`` of the original condition image.
+        option: the option the file came from, for messages.
 
     Raises:
         UsageError: unknown extension or JSON layout.
+        InputFileError: the file cannot be parsed (names the file and the field).
     """
     from worldstereo.camera import CameraTrajectory
 
@@ -82,27 +97,28 @@ def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = Non
         return CameraTrajectory.from_npz(path)
     if suffix == ".txt":
         if image_size is None:
-            raise UsageError("--trajectory: a RealEstate10K .txt file needs the image size")
+            raise UsageError(f"{option}: a RealEstate10K .txt file needs the image size")
         return CameraTrajectory.from_realestate10k(path, height=image_size[0], width=image_size[1])
     if suffix == ".json":
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--trajectory: cannot parse {str(path)!r} as JSON: {exc}") from exc
-        if isinstance(doc, dict) and "format" in doc:
-            return CameraTrajectory.load(path)
-        if isinstance(doc, dict) and "frames" in doc:
-            return CameraTrajectory.from_transforms_json(doc)
-        if isinstance(doc, dict) and ("extrinsic" in doc or (doc and all(
-                isinstance(v, dict) and "extrinsic" in v for v in doc.values()))):
-            if image_size is not None:
-                return CameraTrajectory.from_reference_json(doc, height=image_size[0], width=image_size[1])
-            return CameraTrajectory.from_reference_json(path)
+        from worldstereo.io.errors import reading
+        from worldstereo.io.files import read_json_file
+
+        doc = read_json_file(path, option, "trajectory JSON file")
+        with reading(path, "trajectory JSON file"):
+            if isinstance(doc, dict) and "format" in doc:
+                return CameraTrajectory.load(path)
+            if isinstance(doc, dict) and "frames" in doc:
+                return CameraTrajectory.from_transforms_json(doc)
+            if isinstance(doc, dict) and ("extrinsic" in doc or (doc and all(
+                    isinstance(v, dict) and "extrinsic" in v for v in doc.values()))):
+                if image_size is not None:
+                    return CameraTrajectory.from_reference_json(doc, height=image_size[0], width=image_size[1])
+                return CameraTrajectory.from_reference_json(path)
         raise UsageError(
-            f"--trajectory: {str(path)!r} is not a known trajectory JSON (expected our format with a 'format' "
+            f"{option}: {str(path)!r} is not a known trajectory JSON (expected our format with a 'format' "
             "key, a reference camera.json with 'extrinsic', or a transforms.json with 'frames')"
         )
-    raise UsageError(f"--trajectory: unsupported trajectory file extension {suffix!r} (use .json, .npz or .txt)")
+    raise UsageError(f"{option}: unsupported trajectory file extension {suffix!r} (use .json, .npz or .txt)")
 
 
 def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_deg: float,
@@ -273,7 +289,8 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
     write_video(files["render"], video, fps=fps)
     write_video(files["render_mask"], hole.expand(-1, 3, -1, -1), fps=fps)
     trajectory.to_reference_json(files["camera"], extra=extra_json)
-    logger.info("wrote %s (%d frames, mean coverage %.1f%%)", out, n, 100 * sum(coverage[1:]) / max(n - 1, 1))
+    logger.info("rendered %d frames (mean coverage %.1f%%)", n, 100 * sum(coverage[1:]) / max(n - 1, 1))
+    logger.debug("wrote %s", out)
     return RenderResult(out_dir=out, files=files, num_points=len(points), coverage=coverage, render=video,
                         hole_mask=hole)
 
@@ -281,17 +298,17 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
 # ------------------------------------------------------------------------------------------ CLI
 def add_render_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``render`` and ``demo``."""
-    parser.add_argument("--frames", type=positive_int, default=None,
+    parser.add_argument("--frames", type=bounded_int(1, MAX_FRAMES), default=None,
                         help="number of frames (default: 16 for presets, the file's length for files; the "
                              "reference models use 21 keyframes)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
-    parser.add_argument("--fps", type=positive_int, default=16, help="video frame rate (default 16)")
+    parser.add_argument("--fps", type=bounded_int(1, MAX_FPS), default=16, help="video frame rate (default 16)")
     parser.add_argument("--preset-arg", action="append", metavar="KEY=VALUE", default=None,
                         help="preset parameter, repeatable, e.g. --preset-arg distance=0.5 --preset-arg "
                              "azimuth_deg=45")
-    parser.add_argument("--point-radius", type=positive_float, default=0.008,
+    parser.add_argument("--point-radius", type=bounded_float(0.0, MAX_POINT_RADIUS), default=0.008,
                         help="point footprint radius in NDC units (default 0.008, as the reference)")
-    parser.add_argument("--points-per-pixel", type=positive_int, default=8,
+    parser.add_argument("--points-per-pixel", type=bounded_int(1, MAX_POINTS_PER_PIXEL), default=8,
                         help="points blended per pixel (default 8)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -321,10 +338,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                           "(default: depth-anything/Depth-Anything-V2-Small-hf)")
     p.add_argument("--depth-scale", type=positive_float, default=None,
                    help="multiplier from stored depth values to scene units (default 1 for .npy, 1/1000 for .png)")
-    p.add_argument("--height", type=positive_int, default=None,
+    p.add_argument("--height", type=bounded_int(16, MAX_SIDE), default=None,
                    help="working height, multiple of 16 (default: the reference size closest to IMAGE's aspect)")
-    p.add_argument("--width", type=positive_int, default=None, help="working width, multiple of 16")
-    p.add_argument("--fov", type=positive_float, default=None,
+    p.add_argument("--width", type=bounded_int(16, MAX_SIDE), default=None, help="working width, multiple of 16")
+    p.add_argument("--fov", type=bounded_float(0.0, MAX_FOV), default=None,
                    help="horizontal field of view in degrees when the trajectory has no intrinsics (default: "
                         "the depth model's estimate if it predicts one, else 60)")
     p.add_argument("--device", default=None, help="torch device for the depth model (default: cuda if available)")
