@@ -8,7 +8,7 @@ into file names with :func:`sanitize_name` / :func:`unique_names` and builds eac
 
 Sanitising rules (:func:`sanitize_name`): every character other than letters, digits, ``_``, ``-``
 and ``.`` (path separators, NUL and other control characters, whitespace, ``<>:"|?*``) becomes
-``-``; leading dots and dashes and trailing dots are removed (no hidden files, no ``..``, no
+``-``; leading dots and dashes and trailing dots and dashes are removed (no hidden files, no ``..``, no
 option-like names, no names Windows cannot store); Windows device names (``CON``, ``NUL``,
 ``COM1`` ...) get a leading ``_``; names longer than :data:`MAX_NAME_BYTES` UTF-8 bytes are cut and
 suffixed with a short hash of the original; an empty result becomes ``unnamed``.
@@ -63,7 +63,7 @@ def sanitize_name(name: Any, *, what: str = "name") -> str:
     original = str(name)
     text = unicodedata.normalize("NFC", original)
     text = _UNSAFE.sub("-", text)
-    text = text.lstrip(".-").rstrip(". ")
+    text = text.lstrip(".-").rstrip(". -")
     if not text:
         return "unnamed" if not original else f"unnamed-{_digest(original)}"
     if text.split(".")[0].lower() in _WINDOWS_RESERVED:
@@ -128,14 +128,16 @@ def _components(part: Any, what: str) -> list[str]:
     return comps
 
 
-def safe_child(folder: str | os.PathLike[str], *parts: str | os.PathLike[str], what: str = "path") -> Path:
+def safe_child(folder: str | os.PathLike[str], *parts: str | os.PathLike[str], what: str = "path",
+               is_folder: bool = False) -> Path:
     """``folder / parts...`` after checking that it stays inside ``folder``.
 
     Each part is a relative path written by the library (``"images"``, ``"images/0001.png"``);
     names from data must go through :func:`sanitize_name` first. The check resolves symbolic links
     of the folders that already exist, so ``folder/images`` being a link to another place is refused
     too. The last component may be an existing link: the library's atomic writers replace it
-    (``os.replace``) rather than write through it.
+    (``os.replace``) rather than write through it. With ``is_folder=True`` (a sub-folder the caller
+    will create and fill) the path itself must resolve inside ``folder`` too.
 
     Returns:
         The joined path (not resolved), for the writer to use.
@@ -151,6 +153,11 @@ def safe_child(folder: str | os.PathLike[str], *parts: str | os.PathLike[str], w
         raise ValueError(f"{what}: expected a file name inside {os.fspath(folder)!r}")
     root = Path(folder)
     candidate = root.joinpath(*comps)
+    if is_folder and not is_inside(candidate, root):
+        raise ValueError(
+            f"{what}: the folder {'/'.join(comps)!r} inside {str(root)!r} is a symbolic link to "
+            f"{os.path.realpath(candidate)!r}, outside it; refusing to write there"
+        )
     if not is_inside(candidate.parent, root):
         raise ValueError(
             f"{what}: {'/'.join(comps)!r} would be written outside {str(root)!r} (a folder on the way is a symbolic "
