@@ -52,13 +52,16 @@ def positive_float(text: str) -> float:
 
 def bounded_int(low: int, high: int) -> Any:
     """argparse type: an integer in ``[low, high]`` (the bounds keep work and memory finite)."""
+    expected = (f"a positive integer (at most {high})" if low == 1 else
+                f"a non-negative integer (at most {high})" if low == 0 else f"an integer in [{low}, {high}]")
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     parse.__name__ = "integer"

@@ -98,9 +98,18 @@ def unique_names(names: Iterable[Any], *, what: str = "names") -> list[str]:
         out.append(safe)
     if changed:
         example = ", ".join(f"{a!r} -> {b!r}" for a, b in changed[:3])
-        logger.warning("%s: %d name(s) changed to safe, unique file names (%s%s)", what, len(changed), example,
-                       ", ..." if len(changed) > 3 else "")
+        # names like "clip0/0001" (the pipeline's own) change quietly; traversal, absolute or control
+        # characters, and collisions, are worth a warning
+        loud = any(_suspicious(a) or b.rsplit("_", 1)[0] != sanitize_name(a) for a, b in changed)
+        logger.log(logging.WARNING if loud else logging.DEBUG, "%s: %d name(s) changed to safe, unique file names "
+                   "(%s%s)", what, len(changed), example, ", ..." if len(changed) > 3 else "")
     return out
+
+
+def _suspicious(name: str) -> bool:
+    parts = re.split(r"[/\\]", name)
+    return (not name or name.startswith(("/", "\\", ".", "-")) or ".." in parts or "" in parts
+            or any(ord(c) < 32 or c in '<>:"|?*' for c in name) or len(name.encode("utf-8", "replace")) > MAX_NAME_BYTES)
 
 
 def is_inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
