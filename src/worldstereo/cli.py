@@ -29,6 +29,9 @@ logger = logging.getLogger("worldstereo")
 #: sub-command modules under ``worldstereo.commands``, in ``--help`` order
 COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct")
 
+#: most CPU threads ``--threads`` accepts (torch crashes with absurd values)
+MAX_THREADS = 256
+
 #: exceptions reported as bad input (exit status 2) without a traceback
 _BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ImportError)
 #: other OSErrors that come from a bad path given by the user (exit status 2)
@@ -81,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     _configure_logging(args.verbose, args.quiet)
-    if args.threads is not None and args.threads < 1:
-        logger.error("error: --threads: expected a positive integer, got %s", args.threads)
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        logger.error("error: --threads: expected a positive integer (at most %d), got %s", MAX_THREADS, args.threads)
         return 2
     previous_threads = None
     if args.threads is not None:

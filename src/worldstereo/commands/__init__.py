@@ -20,8 +20,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "bounded_float", "bounded_int", "final_path", "parse_key_values", "positive_float",
-           "positive_int"]
+__all__ = ["UsageError", "bounded_float", "bounded_int", "final_path", "output_path", "parse_key_values",
+           "positive_float", "positive_int"]
 
 
 class UsageError(ValueError):
@@ -83,6 +83,15 @@ def bounded_float(low: float, high: float, *, low_open: bool = True) -> Any:
 
     parse.__name__ = "number"
     return parse
+
+
+def output_path(text: str) -> Path:
+    """argparse type of ``--out``: a non-empty path (``""`` would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("the path contains a NUL character")
+    return Path(text)
 
 
 def final_path(args: argparse.Namespace, path: str | Path, attr: str = "out") -> Path:

@@ -37,6 +37,7 @@ from worldstereo.commands import (
     bounded_float,
     bounded_int,
     final_path,
+    output_path,
     parse_key_values,
     positive_float,
 )
@@ -117,7 +118,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=VARIANTS, default=None,
                         help="model type to load from a reference root (default: worldstereo-memory); checked "
                              "against the folder otherwise")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
+    parser.add_argument("--out", required=True, type=output_path, help="output folder (created if needed)")
     parser.add_argument("--frames", type=bounded_int(1, MAX_FRAMES), default=None,
                         help="frames per video (default: 16 for presets, the file's length for files; the "
                              "reference uses 21 keyframes)")
@@ -316,7 +317,7 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     """
     import torch
 
-    from worldstereo.commands.render import preset_trajectory, resolve_trajectory, working_size
+    from worldstereo.commands.render import load_trajectory_file, preset_trajectory, resolve_trajectory, working_size
     from worldstereo.io.image import load_image, rescale_intrinsics
 
     if args.out.exists() and not args.out.is_dir():
@@ -329,9 +330,11 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
         _check_trajectory_spec(spec)
     if preset_args and all(Path(s).exists() for s in specs):
         raise UsageError("--preset-arg: only applies to preset trajectories, not to files")
-    for spec in specs:  # unknown preset keywords fail now, not after loading the model
+    for spec in specs:  # unknown preset keywords and broken files fail now, not after loading the model
         if not Path(spec).exists():
             preset_trajectory(spec, 2, height, width, 60.0, 1.0, preset_args)
+        else:
+            load_trajectory_file(Path(spec), image_size=image_size)
     if args.depth_scale is not None and args.depth is None:
         raise UsageError("--depth-scale: only applies with --depth")
     user_depth = _load_user_depth(args, image_size) if args.depth is not None else None

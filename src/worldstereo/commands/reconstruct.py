@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from worldstereo.commands import UsageError, bounded_int, final_path, positive_float
+from worldstereo.commands import UsageError, bounded_int, final_path, output_path, positive_float
 
 __all__ = ["load_cameras", "load_depth_input", "load_frames", "register", "run"]
 
@@ -42,7 +42,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--depth", default=None,
                    help="per-frame depth: a (T,H,W) .npy/.npz, a folder of per-frame depth files, or a depth "
                         "model id / 'moge' (default: the library's default depth model)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=output_path, help="output folder")
     p.add_argument("--scale-anchor", choices=("first", "cameras"), default="first",
                    help="what fixes the depth scale: frame 0 (default) or the camera baselines")
     p.add_argument("--voxel-size", type=positive_float, default=None, help="fusion voxel (scene units)")
@@ -170,6 +170,9 @@ def load_depth_input(spec: str | None, num_frames: int, device: str | None) -> A
         if p.suffix.lower() in DEPTH_SUFFIXES:
             raise UsageError(f"--depth: a single {p.suffix} depth file cannot describe {num_frames} frames; pass a "
                              "(T,H,W) .npy/.npz or a folder of per-frame depth files")
+        if p.exists() and not p.is_dir():
+            raise UsageError(f"--depth: {spec!r} is a file but not a (T,H,W) .npy/.npz depth array; expected such a "
+                             "file, a folder of per-frame depth files, or a depth model id / folder")
     from worldstereo.depth import get_depth_estimator
 
     return get_depth_estimator(spec, device=device) if spec is not None else get_depth_estimator(device=device)

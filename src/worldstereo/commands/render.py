@@ -26,6 +26,7 @@ from worldstereo.commands import (
     UsageError,
     bounded_float,
     bounded_int,
+    output_path,
     parse_key_values,
     positive_float,
 )
@@ -150,7 +151,12 @@ def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_d
             allowed = sorted(k for k in params if k not in ("num_frames", "height", "width", "fov_deg"))
             raise UsageError(f"--preset-arg: preset {name!r} has no parameter {key!r}; it accepts {allowed}")
         kw[key] = value
-    return CameraTrajectory.preset(name, **kw)
+    try:
+        return CameraTrajectory.preset(name, **kw)
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in (overrides or {}).items())
+        raise UsageError(f"--preset-arg: preset {name!r} rejected its parameters{f' ({given})' if given else ''}: "
+                         f"{' '.join(str(exc).split())}") from None
 
 
 def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width: int, fov_deg: float | None,
@@ -301,7 +307,7 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=bounded_int(1, MAX_FRAMES), default=None,
                         help="number of frames (default: 16 for presets, the file's length for files; the "
                              "reference models use 21 keyframes)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
+    parser.add_argument("--out", required=True, type=output_path, help="output folder (created if needed)")
     parser.add_argument("--fps", type=bounded_int(1, MAX_FPS), default=16, help="video frame rate (default 16)")
     parser.add_argument("--preset-arg", action="append", metavar="KEY=VALUE", default=None,
                         help="preset parameter, repeatable, e.g. --preset-arg distance=0.5 --preset-arg "

@@ -142,7 +142,9 @@ def load_depth(path: str | os.PathLike[str], scale: float | None = None, *, name
     try:
         depth = validate_depth(scaled, name=name)
     except (ValueError, TypeError) as exc:
-        raise InputFileError(p, str(exc)) from None
+        reason = str(exc)
+        reason = reason[len(name) + 2:] if reason.startswith(f"{name}: ") else reason
+        raise InputFileError(p, reason, option=name) from None
     logger.debug("loaded depth %s from %s (scale %g)", tuple(depth.shape), p, s)
     return depth
 

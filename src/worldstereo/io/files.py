@@ -163,7 +163,8 @@ def read_json_file(path: str | os.PathLike[str], name: str, what: str = "JSON fi
 
 
 # ------------------------------------------------------------------------------------ arrays
-def _check_header(fh: BinaryIO, available: int, path: Path, field: str, max_bytes: int) -> None:
+def _check_header(fh: BinaryIO, available: int, path: Path, option: str, max_bytes: int,
+                  member: str | None = None) -> None:
     """Read an ``.npy`` header from ``fh`` and check the data it declares (refusing object dtypes)."""
     from numpy.lib import format as npformat
 
@@ -178,21 +179,21 @@ def _check_header(fh: BinaryIO, available: int, path: Path, field: str, max_byte
     except InputFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - any malformed header
-        raise InputFileError(path, f"not a valid .npy array ({' '.join(str(exc).split())[:160]})", option=field) from None
+        raise InputFileError(path, f"not a valid .npy array ({' '.join(str(exc).split())[:160]})", option=option, field=member) from None
     if dtype.hasobject:
         raise InputFileError(path, "holds Python objects (a pickled array); only numeric arrays are loaded "
-                                   "(pickle is never enabled)", option=field)
+                                   "(pickle is never enabled)", option=option, field=member)
     count = 1
     for d in shape:
         count *= int(d)
     nbytes = count * dtype.itemsize
     if nbytes > max_bytes:
         raise InputFileError(path, f"array of shape {shape} ({nbytes} bytes) exceeds the limit of {max_bytes} bytes",
-                             option=field)
+                             option=option, field=member)
     body = available - fh.tell()
     if nbytes > body:
         raise InputFileError(path, f"truncated: the header declares shape {shape} of {dtype} ({nbytes} bytes) but "
-                                   f"only {body} bytes follow", option=field)
+                                   f"only {body} bytes follow", option=option, field=member)
 
 
 def load_npy(path: str | os.PathLike[str], name: str, *, max_bytes: int = limits.MAX_ARRAY_BYTES) -> np.ndarray:
@@ -244,7 +245,7 @@ def load_npz(path: str | os.PathLike[str], name: str, *, keys: tuple[str, ...] |
             if total > 2 * max_bytes:
                 raise InputFileError(p, f"the arrays inflate to more than {2 * max_bytes} bytes", option=name)
             with zf.open(info) as fh:
-                _check_header(fh, info.file_size, p, f"{name}[{key!r}]", max_bytes)
+                _check_header(fh, info.file_size, p, name, max_bytes, member=f"array {key!r}")
             with zf.open(info) as fh:
                 out[key] = np.lib.format.read_array(fh, allow_pickle=False)
     return out

@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = ".worldstereo-output.json"
 MANIFEST_FORMAT = "worldstereo.output_folder"
 _TAG = ".wsout-"
+_NAME_MAX = 255  # longest file name (bytes) on the usual file systems
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -327,6 +328,12 @@ def _resolve_target(target: Any, option: str) -> Path:
     path = Path(os.path.realpath(path))
     if path.parent == path or not path.name:
         raise OutputFolderError(f"{option}: {text!r} is a file-system root; choose a folder inside it")
+    for part in path.parts[1:]:
+        if len(os.fsencode(part)) > _NAME_MAX:
+            raise OutputFolderError(f"{option}: the name {part[:40]!r}... has {len(os.fsencode(part))} bytes; file "
+                                    f"systems allow at most {_NAME_MAX}")
+    if len(os.fsencode(str(path))) > 4000:
+        raise OutputFolderError(f"{option}: the path is {len(os.fsencode(str(path)))} bytes long; too long")
     return path
 
 

@@ -340,11 +340,11 @@ def read_colmap_text(model_dir: str | os.PathLike[str]) -> tuple[CameraArrays, l
             tok = line.split()
             if len(tok) < 4:
                 raise InputFileError(d / "cameras.txt", "expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...", field=where)
-            cid = int(finite_number(_num(tok[0]), where, path=d / "cameras.txt", integer=True))
+            cid = int(finite_number(_num(tok[0], where), where, path=d / "cameras.txt", integer=True))
             model = tok[1]
-            w = _image_side(_num(tok[2]), f"{where} WIDTH", d / "cameras.txt")
-            h = _image_side(_num(tok[3]), f"{where} HEIGHT", d / "cameras.txt")
-            prm = [finite_number(_num(x), f"{where} PARAMS", path=d / "cameras.txt") for x in tok[4:]]
+            w = _image_side(_num(tok[2], f"{where} WIDTH"), f"{where} WIDTH", d / "cameras.txt")
+            h = _image_side(_num(tok[3], f"{where} HEIGHT"), f"{where} HEIGHT", d / "cameras.txt")
+            prm = [finite_number(_num(x, f"{where} PARAMS"), f"{where} PARAMS", path=d / "cameras.txt") for x in tok[4:]]
             needed = {"SIMPLE_PINHOLE": 3, "SIMPLE_RADIAL": 4, "RADIAL": 5, "PINHOLE": 4, "OPENCV": 8,
                       "FULL_OPENCV": 12}
             if model not in needed:
@@ -380,10 +380,10 @@ def read_colmap_text(model_dir: str | os.PathLike[str]) -> tuple[CameraArrays, l
             if len(tok) < 10:
                 raise InputFileError(d / "images.txt", "expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME",
                                      field=where)
-            iid = int(finite_number(_num(tok[0]), f"{where} IMAGE_ID", path=d / "images.txt", integer=True))
-            q = [finite_number(_num(x), f"{where} QVEC", path=d / "images.txt") for x in tok[1:5]]
-            t = [finite_number(_num(x), f"{where} TVEC", path=d / "images.txt") for x in tok[5:8]]
-            cid = int(finite_number(_num(tok[8]), f"{where} CAMERA_ID", path=d / "images.txt", integer=True))
+            iid = int(finite_number(_num(tok[0], f"{where} IMAGE_ID"), f"{where} IMAGE_ID", path=d / "images.txt", integer=True))
+            q = [finite_number(_num(x, f"{where} QVEC"), f"{where} QVEC", path=d / "images.txt") for x in tok[1:5]]
+            t = [finite_number(_num(x, f"{where} TVEC"), f"{where} TVEC", path=d / "images.txt") for x in tok[5:8]]
+            cid = int(finite_number(_num(tok[8], f"{where} CAMERA_ID"), f"{where} CAMERA_ID", path=d / "images.txt", integer=True))
             name = " ".join(tok[9:])
             if cid not in cams:
                 raise InputFileError(d / "images.txt", f"CAMERA_ID {cid} is not in cameras.txt", field=where)
@@ -414,21 +414,21 @@ def read_colmap_text(model_dir: str | os.PathLike[str]) -> tuple[CameraArrays, l
             tok = line.split()
             if len(tok) < 7:
                 raise InputFileError(p3, "expected POINT3D_ID X Y Z R G B ...", field=f"line {lineno}")
-            pts.append([finite_number(_num(x), f"line {lineno} XYZ", path=p3) for x in tok[1:4]])
-            cols.append([finite_number(_num(x), f"line {lineno} RGB", path=p3, integer=True, minimum=0,
+            pts.append([finite_number(_num(x, f"line {lineno} XYZ"), f"line {lineno} XYZ", path=p3) for x in tok[1:4]])
+            cols.append([finite_number(_num(x, f"line {lineno} RGB"), f"line {lineno} RGB", path=p3, integer=True, minimum=0,
                                        maximum=255) / 255.0 for x in tok[4:7]])
     ca = CameraArrays(np.stack([r[1] for r in rows]), np.stack([cams[r[2]][2] for r in rows]), H, W)
     return ca, [r[3] for r in rows], np.asarray(pts, dtype=np.float64).reshape(-1, 3), \
         np.asarray(cols, dtype=np.float64).reshape(-1, 3)
 
 
-def _num(token: str) -> float:
+def _num(token: str, field: str) -> float:
     """A numeric token of a text model (``finite_number`` then checks it); non-numbers raise
-    ``InputFileError`` through the caller's ``reading`` context."""
+    ``InputFileError`` naming ``field`` (the file is added by the caller's ``reading`` context)."""
     try:
         return float(token)
     except ValueError:
-        raise InputFileError(None, f"expected a number, got {token[:40]!r}") from None
+        raise InputFileError(None, f"expected a number, got {token[:40]!r}", field=field) from None
 
 
 def write_worldmirror(out_dir: str | os.PathLike[str], cameras: Any, frames: Any = None, *,
