@@ -75,8 +75,9 @@ def _rebuild(cls: type, path: str | None, reason: str, field: str | None, option
 
 
 #: what :func:`reading` converts; FileNotFoundError is left alone (a missing file, not a bad one)
-_CONVERTED = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, RecursionError,
-              EOFError, struct.error, zipfile.BadZipFile, OSError, MemoryError, RuntimeError, AssertionError)
+#: (PIL reports some broken files with SyntaxError, numpy / torch with RuntimeError)
+_CONVERTED = (ValueError, TypeError, LookupError, AttributeError, ArithmeticError, RecursionError, EOFError,
+              struct.error, zipfile.BadZipFile, OSError, MemoryError, RuntimeError, AssertionError, SyntaxError)
 
 
 def _describe(exc: BaseException) -> str:

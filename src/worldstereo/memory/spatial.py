@@ -483,6 +483,8 @@ class SpatialStereoMemory:
                 img_path = safe_child(d, "images", f"{cid}.png", what="camera_id")
             except ValueError as exc:
                 raise InputFileError(cam_path, str(exc)) from None
+            if not img_path.is_file():
+                raise InputFileError(cam_path, f"the image images/{cid}.png of camera {cid!r} is missing")
             img = load_image(img_path, name=f"images/{cid}.png")
             with reading(cam_path, "WorldMirror cameras.json"):
                 w2c = torch.linalg.inv(c2w[cid])
