@@ -121,4 +121,8 @@ def reading(path: str | os.PathLike[str] | None, what: str = "file", *, option: 
     except FileNotFoundError:
         raise
     except _CONVERTED as exc:
-        raise InputFileError(path, f"cannot read as a {what}: {_describe(exc)}", option=option) from exc
+        if type(exc) in (ValueError, TypeError) and str(exc).strip():
+            reason = _describe(exc).split(": ", 1)[1]  # the library's own validators name the field
+        else:
+            reason = f"cannot read as a {what}: {_describe(exc)}"
+        raise InputFileError(path, reason, option=option) from exc

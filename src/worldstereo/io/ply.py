@@ -431,6 +431,10 @@ def _ascii_values(values: np.ndarray, prop: _Property, bad: Any) -> np.ndarray:
         if values.size and (values.min() < info.min or values.max() > info.max):
             raise bad(f"property {prop.name!r}: values in [{values.min():.0f}, {values.max():.0f}] do not fit the "
                       f"type {dt} ([{info.min}, {info.max}])")
+        return values.astype(dt)
+    finite = np.isfinite(values)
+    if values.size and (np.abs(values[finite]) > np.finfo(dt).max).any():
+        raise bad(f"property {prop.name!r}: a value beyond the range of {dt} (max {np.finfo(dt).max:.4g})")
     return values.astype(dt)
 
 
