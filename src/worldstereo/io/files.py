@@ -23,6 +23,7 @@ from .errors import InputFileError, reading
 
 __all__ = [
     "check_input_file",
+    "finite_matrix",
     "finite_number",
     "read_text_file",
     "read_json_file",
@@ -97,6 +98,23 @@ def finite_number(value: Any, field: str, *, path: Any = None, integer: bool = F
     if maximum is not None and x > maximum:
         raise InputFileError(path, f"expected a value <= {maximum}, got {value!r}", field=field)
     return int(x) if integer else x
+
+
+def finite_matrix(value: Any, shape: tuple[int, ...], field: str, *, path: Any = None) -> np.ndarray:
+    """A float64 array of exactly ``shape`` with finite entries, from a (JSON) value read from a file.
+
+    Raises:
+        InputFileError: naming ``path`` and ``field``.
+    """
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise InputFileError(path, f"expected a {'x'.join(map(str, shape))} matrix of numbers", field=field) from None
+    if m.shape != tuple(shape):
+        raise InputFileError(path, f"expected shape {tuple(shape)}, got {m.shape}", field=field)
+    if not np.isfinite(m).all():
+        raise InputFileError(path, "matrix holds NaN or infinite values", field=field)
+    return m
 
 
 def _short(value: Any) -> str:

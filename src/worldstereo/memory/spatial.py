@@ -25,7 +25,7 @@ from torch import Tensor
 from ..camera.keyframes import sample_align_nframe
 from ..io.atomic import atomic_open
 from ..io.errors import InputFileError, reading
-from ..io.files import read_json_file
+from ..io.files import finite_matrix, read_json_file
 from ..io.image import load_image, rescale_intrinsics, resize_image, save_image
 from ..io.paths import safe_child, unique_names
 from ._cameras import per_frame_cameras
@@ -454,9 +454,9 @@ class SpatialStereoMemory:
             if not isinstance(cams, dict) or not isinstance(cams.get("extrinsics"), list) \
                     or not isinstance(cams.get("intrinsics"), list):
                 raise InputFileError(cam_path, "expected an object with 'extrinsics' and 'intrinsics' lists")
-            c2w = {str(x["camera_id"]): _matrix(x["matrix"], 4, f"extrinsics[{i}].matrix")
+            c2w = {str(x["camera_id"]): torch.from_numpy(finite_matrix(x["matrix"], (4, 4), f"extrinsics[{i}].matrix"))
                    for i, x in enumerate(cams["extrinsics"])}
-            Ks = {str(x["camera_id"]): _matrix(x["matrix"], 3, f"intrinsics[{i}].matrix")
+            Ks = {str(x["camera_id"]): torch.from_numpy(finite_matrix(x["matrix"], (3, 3), f"intrinsics[{i}].matrix"))
                   for i, x in enumerate(cams["intrinsics"])}
         if (d / "memory.json").is_file():
             mem_doc = read_json_file(d / "memory.json", "in_dir", "memory.json")
@@ -493,13 +493,3 @@ class SpatialStereoMemory:
         mem._evict()
         return mem
 
-
-def _matrix(value: Any, n: int, field: str) -> Tensor:
-    """An n x n finite float64 matrix read from a file (raises ``InputFileError`` naming ``field``)."""
-    try:
-        m = torch.tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError, OverflowError):
-        raise InputFileError(None, f"expected a {n}x{n} matrix of numbers", field=field) from None
-    if tuple(m.shape) != (n, n) or not bool(torch.isfinite(m).all()):
-        raise InputFileError(None, f"expected a finite {n}x{n} matrix, got shape {tuple(m.shape)}", field=field)
-    return m

@@ -40,7 +40,7 @@ import numpy as np
 
 from worldstereo.io import limits
 from worldstereo.io.errors import InputFileError, reading
-from worldstereo.io.files import finite_number, read_json_file, read_text_file
+from worldstereo.io.files import finite_matrix, finite_number, read_json_file, read_text_file
 from worldstereo.io.paths import safe_child, unique_names
 
 from ._common import CameraArrays, as_numpy, atomic_path, camera_arrays
@@ -201,18 +201,6 @@ def write_transforms_json(out_dir: str | os.PathLike[str], cameras: Any, frames:
     return path
 
 
-def _matrix(value: Any, shape: tuple[int, int], field: str, path: Any) -> np.ndarray:
-    try:
-        m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise InputFileError(path, f"expected a {shape[0]}x{shape[1]} matrix of numbers", field=field) from None
-    if m.shape != shape:
-        raise InputFileError(path, f"expected a {shape[0]}x{shape[1]} matrix, got shape {m.shape}", field=field)
-    if not np.isfinite(m).all():
-        raise InputFileError(path, "matrix holds NaN or infinite values", field=field)
-    return m
-
-
 def _image_side(value: Any, field: str, path: Any) -> int:
     return int(finite_number(value, field, path=path, integer=True, minimum=1, maximum=limits.MAX_IMAGE_SIDE))
 
@@ -242,7 +230,7 @@ def read_transforms_json(path: str | os.PathLike[str]) -> tuple[CameraArrays, li
             for key in ("transform_matrix", "fl_x", "fl_y", "cx", "cy", "w", "h"):
                 if key not in g:
                     raise InputFileError(path, f"missing key {key!r}", field=f"frames[{i}]")
-            c2w = _matrix(fr["transform_matrix"], (4, 4), f"frames[{i}].transform_matrix", path) @ _FLIP_YZ
+            c2w = finite_matrix(fr["transform_matrix"], (4, 4), f"frames[{i}].transform_matrix", path=path) @ _FLIP_YZ
             w2c.append(_rigid_inverse(c2w, f"frames[{i}].transform_matrix", path))
             fx = finite_number(g["fl_x"], f"frames[{i}].fl_x", path=path, positive=True)
             fy = finite_number(g["fl_y"], f"frames[{i}].fl_y", path=path, positive=True)
@@ -477,7 +465,7 @@ def read_worldmirror_cameras(path: str | os.PathLike[str], *, height: int | None
                 cid = str(cid)
                 if cid in table:
                     raise InputFileError(p, f"camera id {cid!r} appears twice", field=f"{key}[{i}]")
-                table[cid] = _matrix(e["matrix"], shape, f"{key}[{i}].matrix", p)
+                table[cid] = finite_matrix(e["matrix"], shape, f"{key}[{i}].matrix", path=p)
                 if key == "extrinsics":
                     ids.append(cid)
         if set(ids) != set(intr):
