@@ -99,3 +99,17 @@ def test_reconstruct_3d_uses_the_models_estimator_for_generated_frames(caplog, m
     assert "condition image only" in caplog.text
     assert used == [model_estimator]  # the generated frames' depth comes from the model's estimator
     assert len(seen) >= 4 and rec["points"].shape[0] > 0
+
+
+def test_generate_video_save_path_checked_before_work(tmp_path):
+    from worldstereo.pipeline import generate_video
+    from worldstereo.testing import tiny_model
+
+    model = tiny_model("worldstereo-camera")
+    traj = CameraTrajectory.preset("forward", num_frames=4, height=32, width=32, distance=0.2)
+    folder = tmp_path / "video.mp4"
+    folder.mkdir()
+    for path, match in ((folder, "is a folder"), (tmp_path / "v.avi", r"\.mp4"), (tmp_path / "no" / "v.mp4", "exist")):
+        with pytest.raises(ValueError, match=match):
+            generate_video(model, torch.rand(3, 32, 32), traj, num_frames=4, height=32, width=32,
+                           num_inference_steps=1, output_format="video", save_path=str(path))
