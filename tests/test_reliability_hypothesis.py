@@ -330,3 +330,25 @@ def test_missing_files_raise_file_not_found(reader, tmp_path):
             "depth": lambda: load_depth(tmp_path / "missing.npy")}[reader]
     with pytest.raises(FileNotFoundError, match="missing"):
         call()
+
+
+@SETTINGS
+@given(prompt=any_json, cams=any_json)
+def test_reference_example_folder_readers(prompt, cams):
+    """The readers of ``generate --inputs`` folders (prompt.json, camera.json, pano_bank)."""
+    from PIL import Image
+
+    from worldstereo.io.reference_inputs import read_pano_bank, read_prompt, read_reference_inputs
+
+    root = _DIR / "example"
+    if not (root / "image.png").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (12, 8)).save(root / "image.png")
+        (root / "pano_bank" / "images").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (12, 8)).save(root / "pano_bank" / "images" / "0000.png")
+    _file("example/prompt.json", prompt)
+    _file("example/camera.json", cams)
+    _file("example/pano_bank/cameras.json", cams)
+    _expect_documented(lambda: read_prompt(root / "prompt.json", "long caption"))
+    _expect_documented(lambda: read_pano_bank(root / "pano_bank"))
+    _expect_documented(lambda: read_reference_inputs(root), FileNotFoundError)  # a file of the layout missing

@@ -231,6 +231,34 @@ def files(tmp_path_factory) -> dict[str, Path]:
     np.save(f["depth3_str"], np.array([["a"]]))
     f["model_dir"] = d / "model_empty"
     f["model_dir"].mkdir()
+    # generate --inputs folders in the reference example layout, each broken in one way
+    def example(name, *, prompt='{"long caption": "a room"}', camera=None, image=True):
+        root = d / name
+        root.mkdir()
+        if image:
+            _png(root / "image.png")
+        (root / "prompt.json").write_text(prompt)
+        (root / "camera.json").write_text(camera if camera is not None else f["traj_ok"].read_text())
+        return root
+    f["ex_prompt_garbage"] = example("ex_prompt_garbage", prompt="{oops")
+    f["ex_prompt_list"] = example("ex_prompt_list", prompt="[1, 2]")
+    f["ex_prompt_nan"] = example("ex_prompt_nan", prompt='{"long caption": NaN}')
+    f["ex_prompt_binary"] = example("ex_prompt_binary", prompt="\x00\x01")
+    f["ex_no_prompt"] = example("ex_no_prompt")
+    (f["ex_no_prompt"] / "prompt.json").unlink()
+    f["ex_layout"] = example("ex_layout", image=False)
+    rec = d / "ex_recon"
+    (rec / "renders" / "traj_up").mkdir(parents=True)
+    _png(rec / "image.png")
+    (rec / "prompt.json").write_text('{"prompt": "x"}')
+    (rec / "renders" / "traj_up" / "camera.json").write_text(f["j_nan"].read_text())
+    (rec / "renders" / "traj_up" / "render.mp4").write_bytes(b"\x00" * 100)
+    (rec / "renders" / "traj_up" / "render_mask.mp4").write_bytes(b"\x00" * 100)
+    f["ex_recon"] = rec
+    pano = d / "ex_pano"
+    (pano / "pano_bank" / "images").mkdir(parents=True)
+    (pano / "pano_bank" / "cameras.json").write_text("[" * 10000)
+    f["ex_pano"] = pano
     return f
 
 
@@ -363,6 +391,15 @@ def _cases(f: dict[str, Path]) -> list[Case]:
             "--depth", f[key], expect="--depth")
     add("reconstruct --depth missing file", "reconstruct", f["frames"], "--cameras", f["cams3"], "--out", out,
         "--depth", f["dir"] / "nope.npz", expect="--depth")
+    # --- generate --inputs (reference example folders) -----------------------------------------
+    for key in ("ex_prompt_garbage", "ex_prompt_list", "ex_prompt_nan", "ex_prompt_binary", "ex_no_prompt", "ex_layout",
+                "ex_recon", "ex_pano", "img", "subdir"):
+        add(f"generate --inputs={key}", "generate", "--inputs", f[key], "--model", f["model_dir"], "--out", out,
+            expect="inputs")
+    add("generate --inputs missing", "generate", "--inputs", f["dir"] / "nope", "--model", f["model_dir"], "--out",
+        out, expect="inputs")
+    add("generate --inputs with IMAGE", "generate", img, "--inputs", f["ex_layout"], "--model", f["model_dir"],
+        "--out", out, expect="--inputs")
     return cases
 
 

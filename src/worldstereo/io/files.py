@@ -177,7 +177,10 @@ def read_json_file(path: str | os.PathLike[str], name: str, what: str = "JSON fi
     """Parse a JSON file with :func:`read_text_file` and :func:`parse_json_text`."""
     p = Path(path) if isinstance(path, (str, os.PathLike)) else path
     text = read_text_file(p, name, what)
-    return parse_json_text(text, p, what)
+    try:
+        return parse_json_text(text, p, what)
+    except InputFileError as exc:
+        raise exc.with_context(p, name) from None
 
 
 # ------------------------------------------------------------------------------------ arrays

@@ -185,7 +185,7 @@ def read_trajectory_camera(path: str | os.PathLike, image_path: Optional[str | o
     whose condition is a generated frame) the file's ``width``/``height`` keys."""
     traj = read_reference_json(_require_file(Path(path), "inputs"), image_path=image_path)
     if not traj.has_intrinsics:
-        raise ValueError(f"inputs: {str(path)!r} has no 'intrinsic' matrices")
+        raise InputFileError(path, "has no 'intrinsic' matrices", option="inputs")
     return traj
 
 
@@ -207,8 +207,8 @@ def read_render(render: str | os.PathLike, render_mask: str | os.PathLike,
     video = read_video(_require_file(Path(render), "inputs"))
     mask = read_video(_require_file(Path(render_mask), "inputs"))[:, :1]
     if video.shape[0] != mask.shape[0]:
-        raise ValueError(f"inputs: {str(render)!r} has {video.shape[0]} frames but {str(render_mask)!r} has "
-                         f"{mask.shape[0]}")
+        raise InputFileError(render, f"has {video.shape[0]} frames but {str(render_mask)!r} has {mask.shape[0]}",
+                             option="inputs")
     if indices is not None:
         if any(i < 0 or i >= video.shape[0] for i in indices):
             raise ValueError(f"inputs: frame indices {indices} out of range for {video.shape[0]} frames of "
@@ -237,17 +237,17 @@ def read_pano_bank(folder: str | os.PathLike) -> tuple[Tensor, Tensor, Tensor, l
         raise FileNotFoundError(f"inputs: no images in {str(root / 'images')!r}")
     missing = [p.stem for p in files if p.stem not in cams]
     if missing:
-        raise ValueError(f"inputs: {str(cams_path)!r} has no camera for images {missing}")
+        raise InputFileError(cams_path, f"has no camera for images {missing}", option="inputs")
     keys = [p.stem for p in files]
     images = [load_image(p, name="inputs") for p in files]
     sizes = {tuple(im.shape[-2:]) for im in images}
     if len(sizes) != 1:
-        raise ValueError(f"inputs: the images of {str(root)!r} differ in size: {sorted(sizes)}")
+        raise InputFileError(root, f"the images differ in size: {sorted(sizes)}", option="inputs")
     h, w = sizes.pop()
     with reading(cams_path, "camera bank JSON file", option="inputs"):
         traj = read_reference_json({k: cams[k] for k in keys}, height=h, width=w, dtype=torch.float64)
     if not traj.has_intrinsics:
-        raise ValueError(f"inputs: {str(cams_path)!r} has no 'intrinsic' matrices")
+        raise InputFileError(cams_path, "has no 'intrinsic' matrices", option="inputs")
     return torch.stack(images), traj.w2c, traj.K, keys
 
 
@@ -270,8 +270,8 @@ def detect_input_kind(folder: str | os.PathLike) -> str:
         return "reconstruction"
     if (root / "image.png").is_file() and (root / "camera.json").is_file():
         return "images"
-    raise ValueError(f"inputs: {str(root)!r} is not in the reference example layout (expected pano_bank/, "
-                     "renders/ + image.png, or image.png + camera.json + prompt.json)")
+    raise InputFileError(root, "is not in the reference example layout (expected pano_bank/, renders/ + image.png, "
+                               "or image.png + camera.json + prompt.json)", option="inputs")
 
 
 def _stored_frame_count(path: Path) -> Optional[int]:
@@ -294,7 +294,8 @@ def _check_frame_counts(traj: TrajectoryInputs) -> None:
     for path in (traj.render, traj.render_mask):
         frames = _stored_frame_count(path)
         if frames is not None and frames != poses:
-            raise ValueError(f"inputs: {str(path)!r} has {frames} frames but {str(traj.camera)!r} has {poses} cameras")
+            raise InputFileError(path, f"has {frames} frames but {str(traj.camera)!r} has {poses} cameras",
+                                 option="inputs")
 
 
 def _trajectory(view_dir: Path, traj_dir: Path, caption_file: Path, caption_key: str,
@@ -308,6 +309,7 @@ def _trajectory(view_dir: Path, traj_dir: Path, caption_file: Path, caption_key:
         condition_image=condition_image, iterative_source=iterative_source,
     )
     _check_frame_counts(traj)
+    read_trajectory_camera(traj.camera, condition_image)  # a malformed camera.json fails before any model work
     return traj
 
 
