@@ -352,6 +352,9 @@ def _cases(f: dict[str, Path]) -> list[Case]:
     add("render --depth-scale without --depth", *render[:-2], "--depth-scale", "2", "--depth-model", "x",
         expect="--depth-scale")
     add("render --depth and --depth-model", *render, "--depth-model", "x", expect="--depth")
+    for spec in (str(f["img"]), str(f["subdir"]), "./no/such/model", "a/b/c", "bad id!"):
+        add(f"render --depth-model={spec}", *render[:-2], "--depth-model", spec, expect="--depth-model")
+        add(f"generate --depth-model={spec}", *gen[:-2], "--depth-model", spec, expect="--depth-model")
 
     # --- --out -------------------------------------------------------------------------------------
     for base in (render, gen, mv, rec):

@@ -320,7 +320,13 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     Raises:
         UsageError / FileNotFoundError / ValueError: bad input, naming the option.
     """
-    from worldstereo.commands.render import load_trajectory_file, preset_trajectory, resolve_trajectory, working_size
+    from worldstereo.commands.render import (
+        check_depth_model_spec,
+        load_trajectory_file,
+        preset_trajectory,
+        resolve_trajectory,
+        working_size,
+    )
     from worldstereo.io.image import load_image, rescale_intrinsics
 
     if args.out.exists() and not args.out.is_dir():
@@ -341,6 +347,7 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     if args.depth_scale is not None and args.depth is None:
         raise UsageError("--depth-scale: only applies with --depth")
     user_depth = _load_user_depth(args, image_size) if args.depth is not None else None
+    check_depth_model_spec(args.depth_model)
     _check_model_spec(args.model)
     device, dtype_name = _resolve_device(args.device, args.dtype)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -369,6 +370,29 @@ def working_size(args: argparse.Namespace, image_size: tuple[int, int]) -> tuple
     return int(args.height), int(args.width)
 
 
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def check_depth_model_spec(spec: str | None, option: str = "--depth-model") -> None:
+    """Refuse a ``--depth-model`` that can be neither a model folder, a Hugging Face id nor MoGe
+    (before anything is loaded or downloaded).
+
+    Raises:
+        UsageError: a file, a folder without ``config.json``, or a malformed id.
+    """
+    if spec is None or spec.lower() == "moge" or spec.lower().startswith("moge:"):
+        return
+    path = Path(spec)
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{option}: {spec!r} is a file; expected a model id (owner/name), a model folder or 'moge'")
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{option}: the folder {spec!r} has no config.json; it is not a transformers model folder")
+        return
+    if not _MODEL_ID.match(spec):
+        raise UsageError(f"{option}: {spec!r} is neither an existing model folder nor a Hugging Face id (owner/name)")
+
+
 def _depth_for(args: argparse.Namespace, image: Tensor, image_size: tuple[int, int]) -> Any:
     from worldstereo.depth import DEFAULT_DEPTH_MODEL, DepthPrediction, get_depth_estimator, load_depth
     from worldstereo.io.image import resize_image
@@ -394,6 +418,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``worldstereo render``; returns the exit status."""
     from worldstereo.io.image import load_image, resize_image
 
+    check_depth_model_spec(args.depth_model)
     image0 = load_image(args.image, name="IMAGE")
     image_size = (int(image0.shape[1]), int(image0.shape[2]))
     height, width = working_size(args, image_size)
