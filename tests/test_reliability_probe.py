@@ -300,7 +300,8 @@ def _cases(f: dict[str, Path]) -> list[Case]:
     for opt, values in {"--steps": ["0", "-1", "nan", "100000"], "--guidance": ["-1", "nan", "inf", "1e9"],
                         "--seed": ["-1", "abc", str(2**64)], "--frames": ["0", "nan"], "--fps": ["0"],
                         "--fov": ["nan", "0"], "--depth-scale": ["0", "-1", "nan", "inf"],
-                        "--height": ["0", "nan"], "--dtype": ["float8", "int"], "--variant": ["nope"]}.items():
+                        "--height": ["0", "nan"], "--dtype": ["float8", "int"], "--variant": ["nope"],
+                        "--memory-tier": ["bogus"], "--vram": ["nan", "-1", "0", "inf"]}.items():
         for v in values:
             for base in (gen, mv):
                 add(f"{base[0]} {opt}={v}", *base, opt, v, expect=opt)
