@@ -163,13 +163,32 @@ def test_constructor_errors():
         WorldStereo(vdm_config=cfg, components={"tokeniser": tiny_tokenizer()})
 
 
-def test_save_replaces_existing_folder_atomically(models, tmp_path):
+def test_save_into_existing_folder_keeps_unrelated_files(models, tmp_path):
+    """Like diffusers: only the checkpoint's own files are written; a user's file stays, and saving
+    another variant over the folder replaces the checkpoint and removes files only the old save had."""
     folder = tmp_path / "m"
     folder.mkdir()
-    (folder / "stale.txt").write_text("old")
+    (folder / "thesis.txt").write_text("years of work")
+    (folder / "vae").mkdir()
+    (folder / "vae" / "notes.md").write_text("mine")
     models["worldstereo-camera"].save_pretrained(folder)
-    assert not (folder / "stale.txt").exists() and (folder / MARKER_FILE).is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    assert (folder / "thesis.txt").read_text() == "years of work"
+    assert (folder / "vae" / "notes.md").read_text() == "mine"
+    assert (folder / MARKER_FILE).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # nothing next to the folder
+    assert not [p for p in folder.rglob("*") if "worldstereo-" in p.name and p.name != "worldstereo_config.json"
+                and p.name != "worldstereo_manifest.json"]
+    _assert_same_weights(models["worldstereo-camera"], WorldStereo.from_pretrained(folder))
+    # a file of the first save that the second one does not write is removed; the user's files stay
+    (folder / "text_encoder" / "extra_own.json").write_text("{}")
+    manifest = json.loads((folder / "worldstereo_manifest.json").read_text())
+    manifest["files"]["text_encoder/extra_own.json"] = 2
+    (folder / "worldstereo_manifest.json").write_text(json.dumps(manifest))
+    models["worldstereo-memory"].save_pretrained(folder)
+    assert not (folder / "text_encoder" / "extra_own.json").exists()
+    assert (folder / "thesis.txt").read_text() == "years of work"
+    assert (folder / "vae" / "notes.md").read_text() == "mine"
+    _assert_same_weights(models["worldstereo-memory"], WorldStereo.from_pretrained(folder))
 
 
 # ----------------------------------------------------------------------------- reference layouts
@@ -293,6 +312,7 @@ def _copy_and_edit_weights(src: Path, dst: Path, edit) -> Path:
     state = load_file(dst / "model.safetensors")
     edit(state)
     save_file(state, dst / "model.safetensors")
+    (dst / "worldstereo_manifest.json").unlink()  # edited by hand: the save's manifest no longer applies
     return dst
 
 
@@ -315,6 +335,7 @@ def test_strict_loading_names_the_bad_key(saved, tmp_path):
     state = load_file(vae_file)
     state["bogus.vae"] = torch.zeros(1)
     save_file(state, vae_file)
+    (bad / "worldstereo_manifest.json").unlink()
     with pytest.raises(ValueError, match="bogus.vae"):
         WorldStereo.from_pretrained(bad)
 
@@ -325,6 +346,9 @@ def test_pickle_refused_unless_opted_in(saved, tmp_path):
     state = load_file(bad / "model.safetensors")
     (bad / "model.safetensors").unlink()
     torch.save(state, bad / "model.bin")
+    with pytest.raises(ValueError, match=r"incomplete or was modified.*model\.safetensors is missing"):
+        WorldStereo.from_pretrained(bad)
+    (bad / "worldstereo_manifest.json").unlink()
     with pytest.raises(ValueError, match="allow_pickle"):
         WorldStereo.from_pretrained(bad)
     m = WorldStereo.from_pretrained(bad, allow_pickle=True)
