@@ -1,6 +1,7 @@
 """WorldStereo wrapper: building, conditioning helpers, save/load round trip, checkpoint layouts."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -423,3 +424,64 @@ def test_checkpoint_without_backbone_takes_it_from_the_base_model(models, saved,
     (sub / "config.json").write_text(json.dumps(cfg))
     _assert_same_weights(models["worldstereo-memory"], WorldStereo.from_pretrained(sub))
     assert calls == [False, True]
+
+
+# ----------------------------------------------------------------------------- non-finite values, bounds
+def test_decoding_non_finite_latents_is_an_error_not_a_black_video(models):
+    model = models["worldstereo-camera"]
+    with pytest.raises(ValueError, match=r"latents: 96 of 96 values are NaN or inf"):
+        model.decode_latents(torch.full((1, 16, 2, 1, 3), float("nan")))
+    latents = torch.zeros(1, 16, 2, 1, 3)
+    latents[0, 3, 1, 0, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"latents: 1 of 96"):
+        model.decode_latents(latents)
+
+
+@pytest.mark.parametrize("component, file, key", [
+    ("transformer", "model.safetensors", "blocks.0.attn1.to_q.weight"),
+    ("vae", "vae/diffusion_pytorch_model.safetensors", None),
+    ("text_encoder", "text_encoder/model.safetensors", None),
+])
+def test_nan_weights_are_refused_at_load_with_the_tensor_name(saved, tmp_path, component, file, key):
+    bad = tmp_path / "nan"
+    shutil.copytree(saved["worldstereo-camera"], bad)
+    state = load_file(bad / file)
+    key = key or next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key].view(-1)[0] = float("nan")
+    save_file(state, bad / file)
+    (bad / "worldstereo_manifest.json").unlink()  # edited by hand
+    with pytest.raises(ValueError, match=rf"{re.escape(key)}' contains non-finite values"):
+        WorldStereo.from_pretrained(bad)
+
+
+def test_memory_config_bounds():
+    cases = [("global", "max_points", 10**12, "[1, 1000000000]"), ("global", "point_radius", float("nan"), "finite"),
+             ("global", "point_radius", 5.0, "(0.0, 0.5]"), ("global", "points_per_pixel", True, "integer"),
+             ("spatial", "memory_size", 10**9, "[1, 65536]"), ("spatial", "num_correspondences", 2.5, "integer"),
+             ("spatial", "max_references", 1000, "[1, 64]")]
+    for kind, key, value, words in cases:
+        with pytest.raises(ValueError, match=re.escape(f"{kind}_memory_config.{key}")) as info:
+            resolve_memory_config(kind, {key: value})
+        assert words in str(info.value)
+
+
+def test_saved_memory_config_is_validated_before_loading_weights(saved, tmp_path, monkeypatch):
+    import worldstereo.models.worldstereo as ws_module
+
+    bad = tmp_path / "bad_marker"
+    shutil.copytree(saved["worldstereo-camera"], bad)
+    marker = json.loads((bad / MARKER_FILE).read_text())
+    marker["spatial_memory_config"]["memory_size"] = 10**12
+    (bad / MARKER_FILE).write_text(json.dumps(marker))
+    (bad / "worldstereo_manifest.json").unlink()
+    monkeypatch.setattr(ws_module, "_load_transformer", lambda *a, **k: pytest.fail("weights read first"))
+    with pytest.raises(ValueError, match=r"worldstereo_config\.json.*spatial_memory_config\.memory_size"):
+        WorldStereo.from_pretrained(bad)
+
+
+def test_random_model_larger_than_memory_is_refused_before_allocation(monkeypatch):
+    import worldstereo.models.worldstereo as ws_module
+
+    monkeypatch.setattr(ws_module, "_physical_memory_bytes", lambda: 10_000)
+    with pytest.raises(ValueError, match=r"vdm_config\['transformer'\]: the config describes a transformer of"):
+        WorldStereo(vdm_config=tiny_vdm_config("worldstereo-camera"), components={"tokenizer": tiny_tokenizer()})

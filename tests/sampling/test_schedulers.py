@@ -125,3 +125,24 @@ def test_unipc_exact_on_linear_flow():
     for t in s.timesteps:
         x = s.step(v, t, x).prev_sample
     torch.testing.assert_close(x, x0, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("key, value, exc, words", [
+    ("num_train_timesteps", 10**12, ValueError, "scheduler.num_train_timesteps: expected an integer in [1, 100000]"),
+    ("num_train_timesteps", True, TypeError, "scheduler.num_train_timesteps"),
+    ("flow_shift", float("nan"), ValueError, "scheduler.flow_shift: expected a finite number"),
+    ("flow_shift", 0.0, ValueError, "scheduler.flow_shift"),
+    ("solver_order", 50, ValueError, "scheduler.solver_order"),
+    ("prediction_type", "flow", ValueError, "scheduler.prediction_type: expected one of"),
+    ("use_flow_sigmas", "yes", TypeError, "scheduler.use_flow_sigmas"),
+    ("trained_betas", [0.1] * 5, ValueError, "scheduler.trained_betas"),
+    ("disable_corrector", [1, "x"], TypeError, "scheduler.disable_corrector[1]"),
+    ("some_new_float", float("inf"), ValueError, "scheduler.some_new_float: expected a finite number"),
+    ("beta_start", 0.5, ValueError, "must not exceed beta_end"),
+])
+def test_unipc_config_values_are_validated(key, value, exc, words):
+    from worldstereo.config_checks import ConfigError
+
+    with pytest.raises(exc) as info:
+        make_unipc_scheduler({key: value})
+    assert words in str(info.value) and isinstance(info.value, ConfigError)
