@@ -299,16 +299,13 @@ def test_non_finite_weights_are_refused_with_the_tensor_name(tmp_path, saved):
     assert load_transformer(case, torch_dtype=torch.bfloat16).state_dict()[key].view(-1)[0] == 1e6 - 1e6 % 4096
 
 
-def test_check_finite_works_in_chunks(monkeypatch):
-    from worldstereo.models import checkpoint as ck
-
-    monkeypatch.setattr(ck, "FINITE_CHECK_CHUNK", 5)
+def test_check_finite_names_the_tensor_and_counts():
     t = torch.zeros(4, 6)
     check_finite(t, "x")
-    t[3, 5] = float("nan")  # in the last chunk
-    with pytest.raises(CheckpointError, match=r"'x' contains non-finite values \(1 NaN and 0 infinite among "
-                                              r"elements 20\.\.23\)"):
-        check_finite(t, "x")
+    t[3, 5], t[0, 0], t[1, 1] = float("nan"), float("inf"), -float("inf")
+    with pytest.raises(CheckpointError, match=r"src: tensor 'x' contains non-finite values \(1 NaN and 2 infinite "
+                                              r"of 24\)"):
+        check_finite(t, "x", "src")
     check_finite(torch.tensor([1, 2]), "ints")  # integer tensors are not checked
 
 

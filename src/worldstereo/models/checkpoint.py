@@ -14,7 +14,7 @@
   :data:`MMAP_REOPEN_BYTES` so that mapped pages do not pile up) and attached with
   ``load_state_dict(..., assign=True)``; peak memory ≈ the model size plus one tensor.
 * non-finite weights (NaN, ±inf, or values that overflow the load dtype) are refused with the
-  tensor's name (checked per tensor as it is read, in chunks of bounded memory).
+  tensor's name (checked per tensor as it is read: one summing pass, no temporary copy).
 * dtype policy of the reference (``reference-implementation.md`` §1.3): with a half ``torch_dtype``
   the backbone is half except diffusers' keep-in-fp32 modules (``time_embedder``,
   ``scale_shift_table``, ``norm1``, ``norm2``, ``norm3``), and the ControlNet, camera MLP and
@@ -38,6 +38,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from worldstereo.config_checks import ConfigError
+from worldstereo.finite import all_finite, count_nonfinite
 
 from .checkpoint_folder import (
     CheckpointError,
@@ -77,8 +78,6 @@ EXTRA_FP32_PREFIXES: tuple[str, ...] = ("controlnet.", "camera_embedding.", "ref
 #: With the memory-map backend, the file is closed and re-opened after this many bytes were read,
 #: which releases the mapped pages (they count in the resident set size).
 MMAP_REOPEN_BYTES = 256 * 1024 * 1024
-#: Elements per chunk of the non-finite check (bounds its temporary memory to 16 MiB).
-FINITE_CHECK_CHUNK = 1 << 24
 
 #: safetensors dtype names this library loads.
 _ST_DTYPES: dict[str, torch.dtype] = {
@@ -205,35 +204,27 @@ def read_safetensors_specs(path: str | os.PathLike) -> dict[str, TensorSpec]:
 
 
 def check_finite(tensor: Tensor, name: str, source: str = "checkpoint") -> None:
-    """Raise :class:`CheckpointError` if a floating tensor holds NaN or ±inf (checked in chunks of
-    :data:`FINITE_CHECK_CHUNK` elements, so the temporary memory stays small)."""
-    if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
+    """Raise :class:`CheckpointError` if a floating tensor holds NaN or ±inf (one summing pass;
+    see :mod:`worldstereo.finite`, whose exact check runs in chunks of bounded memory)."""
+    if all_finite(tensor):
         return
-    flat = tensor.reshape(-1)
-    for start in range(0, flat.numel(), FINITE_CHECK_CHUNK):
-        chunk = flat[start:start + FINITE_CHECK_CHUNK]
-        if not bool(torch.isfinite(chunk).all()):
-            nan = int(torch.isnan(chunk).sum())
-            raise CheckpointError(f"{source}: tensor {name!r} contains non-finite values ({nan} NaN and "
-                                  f"{int((~torch.isfinite(chunk)).sum()) - nan} infinite among elements "
-                                  f"{start}..{start + chunk.numel() - 1}); refusing to load it")
+    nan, inf = count_nonfinite(tensor)
+    raise CheckpointError(f"{source}: tensor {name!r} contains non-finite values ({nan} NaN and {inf} infinite "
+                          f"of {tensor.numel()}); refusing to load it")
 
 
 def _finish_tensor(t: Tensor, key: str, target: torch.dtype | None, device: torch.device | str, source: str,
                    finite: bool) -> Tensor:
-    """Convert to ``target`` (floating tensors only), check values, move to ``device``."""
-    if target is not None and t.is_floating_point() and target != t.dtype:
-        converted = t.to(target)
-        if finite:
-            try:
-                check_finite(converted, key, source)
-            except CheckpointError:
-                check_finite(t, key, source)  # non-finite in the file itself: that message
-                raise CheckpointError(f"{source}: tensor {key!r} has values beyond the range of {target} "
-                                      f"(they become infinite); load it in another torch_dtype") from None
-        t = converted
-    elif finite:
+    """Check values (in the stored dtype), convert to ``target`` (floating tensors only; a
+    conversion to a narrower range is checked for overflow), move to ``device``."""
+    if finite:
         check_finite(t, key, source)
+    if target is not None and t.is_floating_point() and target != t.dtype:
+        narrower = target.is_floating_point and torch.finfo(target).max < torch.finfo(t.dtype).max
+        t = t.to(target)
+        if finite and narrower and not all_finite(t):
+            raise CheckpointError(f"{source}: tensor {key!r} has values beyond the range of {target} (they become "
+                                  f"infinite); load it in another torch_dtype")
     return t.to(device) if torch.device(device).type != "cpu" else t
 
 

@@ -40,6 +40,7 @@ from worldstereo.config_checks import (
     check_int,
     check_str,
 )
+from worldstereo.finite import all_finite, count_nonfinite
 from worldstereo.models import conditioning as _cond
 from worldstereo.models import vae as _vae
 from worldstereo.models.checkpoint_folder import CheckpointError, folder_state, owning_folder, write_checkpoint_folder
@@ -476,13 +477,13 @@ class WorldStereo(nn.Module):
             FloatingPointError: the VAE produced NaN/inf from finite latents (e.g. float16
                 overflow; decode in bfloat16 or float32).
         """
-        if isinstance(latents, Tensor) and latents.is_floating_point() and not bool(torch.isfinite(latents).all()):
-            bad = int((~torch.isfinite(latents)).sum())
+        if isinstance(latents, Tensor) and not all_finite(latents):
+            bad = sum(count_nonfinite(latents))
             raise ValueError(f"latents: {bad} of {latents.numel()} values are NaN or inf; refusing to decode them "
                              f"into a video (sampling went wrong upstream)")
         video = _vae.keyframe_decode(self.vae, latents)
-        if not bool(torch.isfinite(video).all()):
-            bad = int((~torch.isfinite(video)).sum())
+        if not all_finite(video):
+            bad = sum(count_nonfinite(video))
             raise FloatingPointError(f"decode_latents: the VAE ({self.vae.dtype}) produced {bad} non-finite values "
                                      f"from finite latents; decode in bfloat16 or float32")
         return video

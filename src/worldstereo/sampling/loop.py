@@ -27,6 +27,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from worldstereo.finite import all_finite, count_nonfinite
+
 __all__ = ["denoise", "ProgressCallback", "NonFiniteLatentsError"]
 
 logger = logging.getLogger(__name__)
@@ -53,18 +55,14 @@ class NonFiniteLatentsError(FloatingPointError):
         self.timestep = timestep
 
 
-def _all_finite(t: Tensor) -> bool:
-    return not t.is_floating_point() or bool(torch.isfinite(t).all())
-
-
 def _check_finite_input(name: str, t: Tensor | None) -> None:
-    if t is not None and not _all_finite(t):
-        bad = int((~torch.isfinite(t)).sum())
+    if t is not None and not all_finite(t):
+        bad = sum(count_nonfinite(t))
         raise ValueError(f"{name}: contains {bad} non-finite value(s) (NaN or inf); expected finite values")
 
 
 def _nonfinite_error(what: str, t: Tensor, step: int, total: int, timestep: Tensor) -> NonFiniteLatentsError:
-    bad = int((~torch.isfinite(t)).sum())
+    bad = sum(count_nonfinite(t))
     ts = float(timestep.reshape(-1)[0]) if isinstance(timestep, Tensor) else float(timestep)
     return NonFiniteLatentsError(
         f"denoise: {what} became non-finite at step {step}/{total} (timestep {ts:g}): {bad} of {t.numel()} values "
@@ -206,10 +204,10 @@ def denoise(
                 v_u = _first_output(transformer(hidden_states=model_input, timestep=timestep,
                                                 encoder_hidden_states=uncond_embeds, **kwargs, return_dict=False))
                 v = v_u + guidance_scale * (v - v_u)
-            if not _all_finite(v):
+            if not all_finite(v):
                 raise _nonfinite_error("the transformer output", v, i + 1, total, t)
             latents = _first_output(scheduler.step(v, t, latents, return_dict=False)).to(torch.float32)
-            if not _all_finite(latents):
+            if not all_finite(latents):
                 raise _nonfinite_error("the latents (scheduler update)", latents, i + 1, total, t)
             if progress_callback is not None:
                 progress_callback(i + 1, total, latents)
