@@ -410,3 +410,26 @@ def test_arbitrary_bytes_as_model_weights_raise_only_checkpoint_errors(tmp_path_
     (folder / "model.safetensors").write_bytes(raw)
     with pytest.raises(CheckpointError, match="model.safetensors"):
         load_transformer(folder)
+
+
+def test_memory_map_fallback_reads_the_same_tensors(saved, monkeypatch):
+    """safetensors without the pread backend: memory-mapped reads, the file re-opened every
+    MMAP_REOPEN_BYTES; the result is bit-identical."""
+    from worldstereo.models import checkpoint as ck
+
+    d, model = saved
+    opened = []
+    real_open = ck.safe_open
+
+    def old_safe_open(path, framework, device="cpu", **kwargs):
+        if "backend" in kwargs:
+            raise TypeError("safe_open() got an unexpected keyword argument 'backend'")
+        opened.append(path)
+        return real_open(path, framework, device=device)
+
+    monkeypatch.setattr(ck, "safe_open", old_safe_open)
+    monkeypatch.setattr(ck, "_PREAD", None)
+    monkeypatch.setattr(ck, "MMAP_REOPEN_BYTES", 50_000)
+    loaded = load_transformer(d)
+    assert ck._PREAD is False and len(opened) > 3  # re-opened along the way
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
