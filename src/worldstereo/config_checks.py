@@ -14,8 +14,11 @@ checked before anything is built.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -26,7 +29,12 @@ __all__ = [
     "check_bool",
     "check_str",
     "check_choice",
+    "read_json_file",
+    "MAX_JSON_BYTES",
 ]
+
+#: Largest JSON configuration file read (real ones are a few kB).
+MAX_JSON_BYTES = 16 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -97,3 +105,22 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if not any(type(value) is type(c) and value == c for c in choices):
         raise ConfigError(f"{name}: expected one of {list(choices)}, got {_show(value)}")
     return value
+
+
+def read_json_file(path: str | os.PathLike, *, error: type[ValueError] = ConfigError, what: str = "JSON file",
+                   max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parse a JSON file of at most ``max_bytes``; every problem (too large, not UTF-8, invalid
+    JSON, nesting too deep for the parser) is an ``error`` naming the file. ``NaN``/``Infinity``
+    literals are parsed (the field checks refuse them, naming the field)."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > max_bytes:
+            raise error(f"{str(p)!r}: {what} larger than {max_bytes} bytes")
+        with open(p, encoding="utf-8") as fh:
+            return json.load(fh)
+    except UnicodeDecodeError as exc:
+        raise error(f"{str(p)!r}: {what} is not UTF-8 text: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise error(f"{str(p)!r}: {what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise error(f"{str(p)!r}: {what} nested too deeply") from exc

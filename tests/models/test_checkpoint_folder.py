@@ -156,7 +156,8 @@ def test_interrupted_transformer_save_loads_the_new_weights(tmp_path, monkeypatc
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in new.state_dict().items())
     save_transformer(old, folder)  # finishes the interrupted save, then writes its own
     assert not _own_leftovers(folder)
-    assert all(torch.equal(load_transformer(folder).state_dict()[k], v) for k, v in old.state_dict().items())
+    reloaded = load_transformer(folder).state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in old.state_dict().items())
 
 
 def test_recovery_removes_only_own_leftovers(tmp_path):
@@ -198,8 +199,8 @@ def test_manifest_detects_incomplete_or_modified_folders(tmp_path):
 
 
 @pytest.mark.parametrize("content, words", [
-    ("{not json", "not a valid manifest"),
-    ("[" * 100000 + "]" * 100000, "not a valid manifest"),
+    ("{not json", "manifest is not valid JSON"),
+    ("[" * 100000 + "]" * 100000, "manifest nested too deeply"),
     ('{"format": "other"}', "not a worldstereo manifest"),
     ('{"format": "worldstereo-manifest", "version": 99}', "unsupported manifest version"),
     ('{"format": "worldstereo-manifest", "version": 1, "generation": true, "save_id": "0", "files": {}}',

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -37,7 +36,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from worldstereo.config_checks import ConfigError
+from worldstereo.config_checks import ConfigError, read_json_file
 from worldstereo.finite import all_finite, count_nonfinite
 
 from .checkpoint_folder import (
@@ -278,13 +277,7 @@ def find_weights_file(directory: str | os.PathLike, allow_pickle: bool = False) 
 def _read_index(path: Path) -> dict[str, str]:
     """``weight_map`` of a ``*.safetensors.index.json``: tensor name -> shard file name (a plain
     ``.safetensors`` name in the same folder)."""
-    try:
-        if path.stat().st_size > _MAX_INDEX_BYTES:
-            raise CheckpointError(f"{str(path)!r}: index file larger than {_MAX_INDEX_BYTES} bytes")
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not a valid index file: {exc}") from exc
+    data = read_json_file(path, error=CheckpointError, what="index file", max_bytes=_MAX_INDEX_BYTES)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{str(path)!r}: expected an object with a non-empty 'weight_map' "

@@ -45,6 +45,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from worldstereo.config_checks import read_json_file
+
 __all__ = [
     "CheckpointError",
     "MANIFEST_FILE",
@@ -134,13 +136,7 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     where = str(path)
-    try:
-        if path.stat().st_size > _MAX_MANIFEST_BYTES:
-            raise CheckpointError(f"{where!r}: manifest larger than {_MAX_MANIFEST_BYTES} bytes")
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{where!r}: not a valid manifest: {exc}") from exc
+    data = read_json_file(path, error=CheckpointError, what="manifest", max_bytes=_MAX_MANIFEST_BYTES)
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise CheckpointError(f"{where!r}: not a worldstereo manifest (expected format {MANIFEST_FORMAT!r})")
     version = data.get("version")

@@ -32,6 +32,7 @@ from worldstereo.config_checks import (
     check_float,
     check_int,
     check_str,
+    read_json_file,
 )
 
 __all__ = [
@@ -488,16 +489,7 @@ class WorldStereoConfig:
 
 
 def read_config_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON configuration file; every parse problem (bad UTF-8, bad JSON, nesting too deep
-    for the parser) is a :class:`ConfigError` naming the file. ``NaN``/``Infinity`` literals are
+    """Parse a JSON configuration file; every parse problem (too large, bad UTF-8, bad JSON,
+    nesting too deep) is a :class:`ConfigError` naming the file. ``NaN``/``Infinity`` literals are
     parsed (and then refused by the field checks, which name the field)."""
-    p = Path(path)
-    try:
-        with open(p, encoding="utf-8") as fh:
-            return json.load(fh)
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{str(p)!r} is not UTF-8 text: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{str(p)!r} is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise ConfigError(f"{str(p)!r}: JSON nested too deeply") from exc
+    return read_json_file(path, error=ConfigError, what="config file")

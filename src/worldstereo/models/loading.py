@@ -20,7 +20,6 @@ are refused unless ``allow_pickle=True``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
