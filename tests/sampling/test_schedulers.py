@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import UniPCMultistepScheduler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worldstereo.sampling import (
     DEFAULT_UNIPC_CONFIG,
@@ -146,3 +148,22 @@ def test_unipc_config_values_are_validated(key, value, exc, words):
     with pytest.raises(exc) as info:
         make_unipc_scheduler({key: value})
     assert words in str(info.value) and isinstance(info.value, ConfigError)
+
+
+_json_values = st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2**40), max_value=2**40)
+                            | st.floats() | st.text(max_size=12),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                        max_size=3), max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(sorted(DEFAULT_UNIPC_CONFIG) + ["use_dynamic_shifting", "time_shift_type", "sigma_min",
+                                                            "sigma_max", "shift_terminal", "other"]),
+       value=_json_values | st.sampled_from([0, 1, 2, 3, 1000, 10**9, "linear", "bh1", "sigma_min", "trailing"]))
+def test_arbitrary_scheduler_config_value_raises_only_value_errors(key, value):
+    try:
+        scheduler = make_unipc_scheduler({key: value})
+    except ValueError:  # ConfigError / ConfigTypeError, or diffusers' own ValueError for a bad combination
+        return
+    scheduler.set_timesteps(3)
+    assert len(scheduler.timesteps) == 3

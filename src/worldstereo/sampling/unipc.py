@@ -138,6 +138,7 @@ _UNIPC_CHOICES: dict[str, tuple[Any, ...]] = {
     "solver_type": ("bh1", "bh2"),
     "timestep_spacing": ("linspace", "leading", "trailing"),
     "final_sigmas_type": ("zero", "sigma_min"),
+    "time_shift_type": ("exponential",),
 }
 _UNIPC_FLAGS = ("thresholding", "predict_x0", "lower_order_final", "use_karras_sigmas", "use_exponential_sigmas",
                 "use_beta_sigmas", "use_flow_sigmas", "rescale_betas_zero_snr", "use_dynamic_shifting")
@@ -161,6 +162,10 @@ def validate_unipc_config(config: dict[str, Any]) -> None:
             check_choice(name, value, _UNIPC_CHOICES[key])
         elif key in _UNIPC_FLAGS:
             check_bool(name, value)
+        elif key in ("sigma_min", "sigma_max"):
+            check_float(name, value, 0.0, 1e6, allow_none=True)
+        elif key == "shift_terminal":
+            check_float(name, value, 0.0, 1.0, lo_exclusive=True, allow_none=True)
         elif key == "trained_betas":
             if value is not None:
                 raise ConfigError(f"{name}: only null is supported (betas from beta_start/beta_end), got "
