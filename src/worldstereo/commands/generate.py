@@ -50,6 +50,9 @@ __all__ = [
     "write_summary",
     "common_summary",
     "run_one",
+    "generate_one",
+    "load_model",
+    "sampling_settings",
 ]
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
@@ -96,9 +99,11 @@ def _seed(text: str) -> int:
     return value
 
 
-def add_generation_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``generate`` and ``multi-view`` (everything but ``--trajectory``)."""
-    parser.add_argument("image", type=Path, help="condition image (any format PIL reads); frame 0 of every video")
+def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: bool = False) -> None:
+    """Options shared by ``generate`` and ``multi-view`` (everything but ``--trajectory``);
+    ``image_optional``: IMAGE may be left out (``generate --inputs``)."""
+    parser.add_argument("image", type=Path, nargs="?" if image_optional else None,
+                        help="condition image (any format PIL reads); frame 0 of every video")
     parser.add_argument("--model", required=True, metavar="PATH|ID",
                         help="WorldStereo checkpoint: reference root or variant folder, a save_pretrained folder, "
                              "or a Hugging Face id")
@@ -300,8 +305,6 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     Raises:
         UsageError / FileNotFoundError / ValueError: bad input, naming the option.
     """
-    import torch
-
     from worldstereo.commands.render import preset_trajectory, resolve_trajectory, working_size
     from worldstereo.io.image import load_image, rescale_intrinsics
 
@@ -325,24 +328,9 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     device, dtype_name = _resolve_device(args.device, args.dtype)
 
     # -- model -------------------------------------------------------------------------------
-    from worldstereo.models.worldstereo import WorldStereo
-
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    logger.info("loading %s%s on %s (%s)", args.model, f" [{args.variant}]" if args.variant else "", device,
-                dtype_name)
-    try:
-        model = WorldStereo.from_pretrained(args.model, args.variant, torch_dtype=getattr(torch, dtype_name),
-                                            device=device)
-    except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
-        raise UsageError(f"--model: cannot load {args.model!r}: {exc}") from exc
-    timings["load_model"] = time.perf_counter() - t0
-    if model.is_distilled:
-        steps = _API_STEPS if args.steps is None else args.steps
-        guidance = _API_GUIDANCE if args.guidance is None else args.guidance
-    else:
-        steps = REFERENCE_STEPS if args.steps is None else args.steps
-        guidance = REFERENCE_GUIDANCE if args.guidance is None else args.guidance
+    model, timings["load_model"] = load_model(args, device, dtype_name)
+    steps, guidance = sampling_settings(args, model)
 
     # -- depth of the condition image (scales the presets, may give K) ----------------------
     t1 = time.perf_counter()
@@ -372,8 +360,41 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
         for spec in specs
     ]
     return GenerationSetup(model=model, image=image, height=height, width=width, trajectories=trajectories,
-                           depth_estimator=estimator, depth_source=source, steps=int(steps), guidance=float(guidance),
+                           depth_estimator=estimator, depth_source=source, steps=steps, guidance=guidance,
                            device=device, dtype=dtype_name, timings=timings)
+
+
+def load_model(args: argparse.Namespace, device: str, dtype_name: str) -> tuple[Any, float]:
+    """Load ``--model`` (``--variant``) on ``device`` in ``dtype_name``; returns ``(model, seconds)``.
+
+    Raises:
+        UsageError: the checkpoint cannot be loaded (message names ``--model``).
+    """
+    import torch
+
+    from worldstereo.models.worldstereo import WorldStereo
+
+    t0 = time.perf_counter()
+    logger.info("loading %s%s on %s (%s)", args.model, f" [{args.variant}]" if args.variant else "", device,
+                dtype_name)
+    try:
+        model = WorldStereo.from_pretrained(args.model, args.variant, torch_dtype=getattr(torch, dtype_name),
+                                            device=device)
+    except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
+        raise UsageError(f"--model: cannot load {args.model!r}: {exc}") from exc
+    return model, time.perf_counter() - t0
+
+
+def sampling_settings(args: argparse.Namespace, model: Any) -> tuple[int, float]:
+    """``(steps, guidance)`` for ``generate_video``: the options, else the reference's 40 steps and
+    guidance 5 (the distilled variant gets the API defaults, which it ignores without a warning)."""
+    if model.is_distilled:
+        steps = _API_STEPS if args.steps is None else args.steps
+        guidance = _API_GUIDANCE if args.guidance is None else args.guidance
+    else:
+        steps = REFERENCE_STEPS if args.steps is None else args.steps
+        guidance = REFERENCE_GUIDANCE if args.guidance is None else args.guidance
+    return int(steps), float(guidance)
 
 
 # --------------------------------------------------------------------------------------- output
@@ -414,7 +435,7 @@ def write_memory_outputs(out: Path, memory: Any) -> dict[str, Any]:
         memory.geometric.points.save_ply(out / "points.ply")
         info["points"] = "points.ply"
         info["num_points"] = len(memory.geometric.points)
-    else:
+    elif memory.geometric is not None:
         logger.warning("geometric memory is empty: no points.ply written")
     if memory.spatial is not None and len(memory.spatial) > 0:
         memory.spatial.export_worldmirror(out / "memory_bank")
@@ -474,25 +495,50 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``generate`` sub-command."""
     p = subparsers.add_parser(
         "generate",
-        help="generate a camera-controlled video from IMAGE along a trajectory",
+        help="generate a camera-controlled video from IMAGE along a trajectory, or run a reference inputs folder",
         description=(
             "Generate a video from IMAGE along a camera trajectory with a WorldStereo model. Writes video.mp4, "
             "render.mp4 + render_mask.mp4 (the ControlNet inputs, mask white = hole), camera.json (reference "
             "format at the generated size), image.png, memory_bank/ (memory variants), points.ply and "
-            "summary.json into --out."
+            "summary.json into --out. With --inputs FOLDER (instead of IMAGE and --trajectory) it runs a folder "
+            "in the reference implementation's example layout as the reference scripts would: images/<scene> "
+            "(one trajectory rendered from the image's depth), reconstruction/<scene> and panorama/<scene> "
+            "(the folder's own render.mp4 / render_mask.mp4 per trajectory with one shared frame bank; video_NN.mp4 "
+            "etc., see docs/cli.md)."
         ),
     )
-    p.add_argument("--trajectory", required=True,
+    p.add_argument("--trajectory", default=None,
                    help="preset name (forward, backward, left, right, up, down, pan_left, pan_right, tilt_up, "
                         "tilt_down, roll, zoom_in, zoom_out, dolly_zoom, orbit, spiral, eloop) or a trajectory "
-                        "file (.json: ours / reference camera.json / transforms.json; .npz; RealEstate10K .txt)")
-    add_generation_options(p)
+                        "file (.json: ours / reference camera.json / transforms.json; .npz; RealEstate10K .txt); "
+                        "required unless --inputs")
+    p.add_argument("--inputs", type=Path, default=None, metavar="FOLDER",
+                   help="a folder in the reference example layout (images/<scene>, reconstruction/<scene> or "
+                        "panorama/<scene>): image, prompt, cameras and, for the multi-trajectory kinds, the "
+                        "pre-rendered render.mp4 / render_mask.mp4 come from it; replaces IMAGE and --trajectory. "
+                        "Generation size and keyframe count default to the model's scale_map and nframe")
+    add_generation_options(p, image_optional=True)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``worldstereo generate``; returns the exit status."""
+    if args.inputs is not None:
+        from worldstereo.commands.inputs_folder import run_inputs_folder
+
+        if args.image is not None or args.trajectory is not None:
+            raise UsageError("--inputs: replaces IMAGE and --trajectory (the folder has the image and cameras); "
+                             "give one or the other")
+        return run_inputs_folder(args)
+    if args.image is None or args.trajectory is None:
+        raise UsageError("IMAGE and --trajectory are required (or --inputs FOLDER)")
+    return generate_one(args)
+
+
+def generate_one(args: argparse.Namespace, inputs_note: dict[str, Any] | None = None) -> int:
+    """One video from ``args.image`` along ``args.trajectory`` into ``args.out`` (the body of
+    ``worldstereo generate``); ``inputs_note`` is added to ``summary.json`` as ``"inputs"``."""
     from worldstereo.io.image import resize_image, save_image
     from worldstereo.pipeline import SceneMemory
 
@@ -522,6 +568,8 @@ def run(args: argparse.Namespace) -> int:
     })
     files.update({k: v for k, v in mem_info.items() if k in ("points", "memory_bank")})
     summary["files"] = dict(sorted(files.items()))
+    if inputs_note is not None:
+        summary["inputs"] = inputs_note
     summary["timings"] = {**setup.timings, **record.timings, "write": time.perf_counter() - t1,
                           "total": time.perf_counter() - t0}
     write_summary(out, summary)
