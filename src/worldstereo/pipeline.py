@@ -895,6 +895,11 @@ class WorldStereoPipeline:
         enable_xformers: use xFormers attention when installed (else PyTorch SDPA, one warning).
         enable_cpu_offload: keep components on the CPU and move each to the accelerator only for
             its own forward (a warning and no-op on a CPU device).
+        memory_tier: place the model by memory tier instead (a name of
+            :data:`worldstereo.optimization.MEMORY_TIERS`, e.g. ``"group_offload"`` for a 24 GB card,
+            or ``"auto"``: :func:`~worldstereo.optimization.suggest_memory_tier` for the device's
+            memory). Tiers other than ``resident``/``fp8``/``int8``/``float8`` need an accelerator.
+            Exclusive with ``enable_cpu_offload``.
         variant: which sub-folder of a reference checkpoint root to load (default
             ``worldstereo-memory``).
         **from_pretrained_kwargs: passed to :meth:`WorldStereo.from_pretrained`.
@@ -909,6 +914,7 @@ class WorldStereoPipeline:
         enable_cpu_offload: bool = False,
         *,
         variant: Optional[str] = None,
+        memory_tier: Optional[str] = None,
         **from_pretrained_kwargs: Any,
     ) -> None:
         if not isinstance(model_path, (str, Path)):
@@ -927,16 +933,29 @@ class WorldStereoPipeline:
         if dev.type == "cpu" and torch_dtype == torch.float16:
             logger.warning("torch_dtype: float16 is not supported for CPU inference; using float32")
             torch_dtype = torch.float32
+        from . import optimization
+
+        tier = self._check_memory_tier(memory_tier, dev, enable_cpu_offload)
         from .models.worldstereo import WorldStereo
 
         self.model = WorldStereo.from_pretrained(model_path, variant, torch_dtype=torch_dtype, **from_pretrained_kwargs)
         self.device = dev
         self.torch_dtype = torch_dtype
-        from . import optimization
+        self.memory_tier: Optional[str] = None
 
         if enable_xformers:
             optimization.enable_xformers_memory_efficient_attention(self.model)
-        if enable_cpu_offload:
+        if tier is not None:
+            if tier == "auto":
+                from .vram import parameter_counts_of
+
+                total_gb = torch.cuda.get_device_properties(dev).total_memory / 1e9
+                tier = optimization.suggest_memory_tier(total_gb, self.model.variant,
+                                                        counts=parameter_counts_of(self.model))
+                logger.info("memory_tier='auto': %s for %.1f GB on %s", tier, total_gb, dev)
+            optimization.enable_memory_tier(self.model, tier, device=dev)
+            self.memory_tier = tier
+        elif enable_cpu_offload:
             if dev.type == "cpu":
                 logger.warning("enable_cpu_offload: ignored on a CPU device")
                 self.model.to(dev)
@@ -945,6 +964,25 @@ class WorldStereoPipeline:
         else:
             self.model.to(dev)
         self.memory: Optional[SceneMemory] = None
+
+    @staticmethod
+    def _check_memory_tier(memory_tier: Optional[str], dev: torch.device, enable_cpu_offload: bool) -> Optional[str]:
+        """Validate ``memory_tier`` before loading anything."""
+        if memory_tier is None:
+            return None
+        from . import optimization
+
+        if memory_tier != "auto":
+            tier = optimization.get_memory_tier(memory_tier)  # ValueError listing the names
+            if tier.needs_accelerator and dev.type == "cpu":
+                raise ValueError(f"memory_tier: {memory_tier!r} needs an accelerator device, got device={str(dev)!r}; "
+                                 f"on the CPU use 'resident' (or the lossy 'fp8' / 'int8' / 'float8')")
+        elif dev.type != "cuda":
+            raise ValueError(f"memory_tier: 'auto' sizes the tier from the CUDA device's memory; got device={str(dev)!r}")
+        if enable_cpu_offload:
+            raise ValueError("memory_tier / enable_cpu_offload: pass one of them (the 'model_offload' tier is the "
+                             "CPU offload)")
+        return memory_tier
 
     def generate_video(self, condition_image: ImageInput, camera_trajectory: CameraTrajectory, **kwargs: Any) -> VideoOutput:
         """:func:`generate_video` with this pipeline's model."""

@@ -52,6 +52,7 @@ __all__ = [
     "run_one",
     "generate_one",
     "load_model",
+    "memory_tier_of",
     "sampling_settings",
 ]
 
@@ -148,6 +149,14 @@ def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: b
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="transformer/VAE dtype (default: bfloat16 on CUDA, float32 on CPU; half precision "
                              "on CPU falls back to float32 with a warning)")
+    mem = parser.add_mutually_exclusive_group()
+    mem.add_argument("--memory-tier", default=None, metavar="NAME",
+                     help="place the model by memory tier (see docs/performance.md): resident, model_offload, "
+                          "group_offload (24 GB cards), group_offload_leaf, group_offload_disk, fp8, int8, float8, "
+                          "fp8_model_offload, int8_model_offload, fp8_group_offload, fp8_group_offload_leaf "
+                          "(default: everything on --device)")
+    mem.add_argument("--vram", type=positive_float, default=None, metavar="GB",
+                     help="pick the fastest memory tier whose expected peak fits GB of accelerator memory")
     parser.add_argument("--fps", type=positive_int, default=16, help="frame rate of the written videos (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -182,6 +191,7 @@ class GenerationSetup:
     device: str
     dtype: str
     timings: dict[str, float] = field(default_factory=dict)
+    memory_tier: str | None = None
 
     def generation_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
         """Keyword arguments of :func:`~worldstereo.pipeline.generate_video` common to every video."""
@@ -296,6 +306,44 @@ def _load_user_depth(args: argparse.Namespace, image_size: tuple[int, int]) -> A
     return UserDepth(depth)
 
 
+def _check_memory_options(args: argparse.Namespace, device: str) -> None:
+    """``--memory-tier`` / ``--vram`` checks that need no model (fast, before loading)."""
+    from worldstereo.vram import MEMORY_TIERS, get_memory_tier, suggest_memory_tier
+
+    if getattr(args, "memory_tier", None) is None and getattr(args, "vram", None) is None:
+        return
+
+    if args.memory_tier is not None:
+        if args.memory_tier not in MEMORY_TIERS:
+            raise UsageError(f"--memory-tier: expected one of {', '.join(MEMORY_TIERS)}, got {args.memory_tier!r}")
+        if get_memory_tier(args.memory_tier).needs_accelerator and device == "cpu":
+            raise UsageError(f"--memory-tier {args.memory_tier}: needs an accelerator (--device cuda); on the CPU "
+                             f"use resident, fp8, int8 or float8")
+    if args.vram is not None:
+        if device == "cpu":
+            raise UsageError("--vram: sizes the placement of an accelerator; not with --device cpu")
+        try:  # release sizes; refined with the loaded model's own sizes after loading
+            suggest_memory_tier(args.vram, args.variant or "worldstereo-memory")
+        except ValueError as exc:
+            raise UsageError(f"--vram: {exc}") from None
+
+
+def _apply_memory_tier(args: argparse.Namespace, model: Any, device: str) -> str:
+    """Apply ``--memory-tier`` (or the tier ``--vram`` suggests for the loaded model); returns its name."""
+    from worldstereo.optimization import enable_memory_tier, suggest_memory_tier
+    from worldstereo.vram import parameter_counts_of
+
+    tier = args.memory_tier
+    if tier is None:
+        try:
+            tier = suggest_memory_tier(args.vram, model.variant, counts=parameter_counts_of(model))
+        except ValueError as exc:
+            raise UsageError(f"--vram: {exc}") from None
+        logger.info("--vram %s GB: memory tier %s", args.vram, tier)
+    enable_memory_tier(model, tier, device=device)
+    return tier
+
+
 def prepare_generation(args: argparse.Namespace, specs: list[str]) -> GenerationSetup:
     """Validate the command line, load the model, estimate depth and resolve the trajectories.
 
@@ -361,7 +409,7 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     ]
     return GenerationSetup(model=model, image=image, height=height, width=width, trajectories=trajectories,
                            depth_estimator=estimator, depth_source=source, steps=steps, guidance=guidance,
-                           device=device, dtype=dtype_name, timings=timings)
+                           device=device, dtype=dtype_name, timings=timings, memory_tier=memory_tier_of(model))
 
 
 def load_model(args: argparse.Namespace, device: str, dtype_name: str) -> tuple[Any, float]:
@@ -374,15 +422,25 @@ def load_model(args: argparse.Namespace, device: str, dtype_name: str) -> tuple[
 
     from worldstereo.models.worldstereo import WorldStereo
 
+    _check_memory_options(args, device)
     t0 = time.perf_counter()
     logger.info("loading %s%s on %s (%s)", args.model, f" [{args.variant}]" if args.variant else "", device,
                 dtype_name)
-    try:
+    tiered = getattr(args, "memory_tier", None) is not None or getattr(args, "vram", None) is not None
+    try:  # a memory tier places the model itself: load on the CPU
         model = WorldStereo.from_pretrained(args.model, args.variant, torch_dtype=getattr(torch, dtype_name),
-                                            device=device)
+                                            device=None if tiered else device)
     except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
         raise UsageError(f"--model: cannot load {args.model!r}: {exc}") from exc
+    if tiered:
+        _apply_memory_tier(args, model, device)
     return model, time.perf_counter() - t0
+
+
+def memory_tier_of(model: Any) -> str | None:
+    """Name of the memory tier applied to ``model`` (``--memory-tier`` / ``--vram``), else None."""
+    handle = getattr(model, "_worldstereo_memory_tier", None)
+    return handle.tier.name if handle is not None else None
 
 
 def sampling_settings(args: argparse.Namespace, model: Any) -> tuple[int, float]:
@@ -465,6 +523,7 @@ def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str
         "variant": setup.model.variant,
         "device": setup.device,
         "dtype": setup.dtype,
+        "memory_tier": setup.memory_tier,
         "image": str(args.image),
         "image_size": [int(setup.image.shape[1]), int(setup.image.shape[2])],
         "height": setup.height,

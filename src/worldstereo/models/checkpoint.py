@@ -581,9 +581,7 @@ def save_file_of_transformer(model: Any, directory: Path) -> None:
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(sd, str(directory / "model.safetensors"), metadata={"format": "pt"})
     del sd
-    # the reference-schema config: ``worldstereo_config`` on a diffusers ConfigMixin transformer
-    config = getattr(model, "worldstereo_config", None) or model.config
-    config.to_json_file(directory / "config.json")
+    model.worldstereo_config.to_json_file(directory / "config.json")  # the reference schema
 
 
 def save_transformer(model: Any, directory: str | os.PathLike) -> Path:
