@@ -132,14 +132,20 @@ def test_multi_view_takes_trajectories_of_any_size(model, room):
 
 
 def test_reconstruct_3d_uses_the_trajectory_in_scene_units(model, room):
-    image, depth, _ = room
+    from worldstereo.depth import DepthPrediction
+
+    def flat(image):  # a depth model: every image, generated frames included, at 4 units
+        h, w = image.shape[-2:]
+        return DepthPrediction(depth=torch.full((h, w), 4.0), valid_mask=torch.ones(h, w, dtype=torch.bool),
+                               is_metric=True)
+
+    image, _, _ = room
     preset = CameraTrajectory.right(distance=0.3, num_frames=3)
     _, rec = reconstruct_3d(model, image, preset, num_frames=3, height=H, width=W, num_inference_steps=1, seed=0,
-                            depth_estimator=depth)
+                            depth_estimator=flat)
     cams = rec["cameras"]
     assert (cams.height, cams.width) == (H, W) and cams.units == "scene"
-    torch.testing.assert_close(cams.centers[-1].double(),
-                               torch.tensor([0.3 * float(depth.median()), 0.0, 0.0], dtype=torch.float64),
+    torch.testing.assert_close(cams.centers[-1].double(), torch.tensor([1.2, 0.0, 0.0], dtype=torch.float64),
                                atol=1e-3, rtol=0)
 
 
