@@ -63,11 +63,11 @@ def test_voxel_sums_stream_like_one_batch():
     rng = np.random.default_rng(5)
     xyz = torch.from_numpy(rng.uniform(-1, 1, size=(5000, 3))).float()
     attr = torch.from_numpy(rng.uniform(size=(5000, 2))).float()
-    one = fusion._VoxelSums(0.1, xyz.min(0).values, xyz.max(0).values)
-    one.add(xyz, attr)
-    many = fusion._VoxelSums(0.1, xyz.min(0).values, xyz.max(0).values)
+    one = fusion._VoxelSums(0.1)
+    one.add(torch.cat([xyz, attr], 1))
+    many = fusion._VoxelSums(0.1)
     for s in range(0, 5000, 700):
-        many.add(xyz[s:s + 700], attr[s:s + 700])
+        many.add(torch.cat([xyz[s:s + 700], attr[s:s + 700]], 1))
     for a, b in zip(one.means(), many.means()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
@@ -89,16 +89,27 @@ def test_fusion_exact_depth_high_f1(scene):
 
 
 def test_fusion_streams_frames_in_chunks(scene, monkeypatch):
-    """One frame per chunk (and the default voxel size from a strided sample) gives the same cloud as
-    all frames at once: memory is bounded by the chunk, not by the number of frames."""
+    """One frame per chunk gives the cloud of all frames at once: memory is bounded by the chunk, not
+    by the number of frames."""
     cams = camera_arrays(scene["cams"])
     whole = fuse_depth_maps(scene["frames"], scene["depth"], cams, align=False)
     monkeypatch.setattr(fusion, "_CHUNK_PIXELS", 80 * 80)
-    monkeypatch.setattr(fusion, "_PERCENTILE_SAMPLES", 80 * 80 * 8 // 3)
     assert fusion.frames_per_chunk(80, 80) == 1
     streamed = fuse_depth_maps(scene["frames"], scene["depth"], cams, align=False)
-    assert abs(streamed.xyz.shape[0] - whole.xyz.shape[0]) <= 0.01 * whole.xyz.shape[0]
-    assert _f1(streamed.xyz.numpy(), whole.xyz.numpy(), scene["tau"] / 4) > 0.99
+    assert streamed.xyz.shape == whole.xyz.shape
+    np.testing.assert_allclose(streamed.xyz.numpy(), whole.xyz.numpy(), atol=1e-5)
+    np.testing.assert_allclose(streamed.rgb.numpy(), whole.rgb.numpy(), atol=1e-5)
+
+
+def test_voxel_sums_fall_back_to_index_rows_beyond_the_packed_range():
+    """A cloud more than 2^20 voxels across (e.g. a far outlier) is reduced by index rows, with the
+    same result as the packed keys."""
+    xyz = torch.tensor([[0.05, 0.05, 0.05], [0.06, 0.04, 0.05], [0.15, 0.0, 0.0], [-0.05, 0.0, 0.0]])
+    a, = voxel_down_sample(xyz, 0.1)
+    b, = voxel_down_sample(torch.cat([xyz, torch.tensor([[2e5, 0.0, 0.0]])]), 0.1)
+    np.testing.assert_allclose(b[:-1].numpy(), a.numpy(), atol=1e-6)
+    np.testing.assert_allclose(b[-1].numpy(), [2e5, 0, 0])
+    np.testing.assert_allclose(a.numpy(), [[-0.05, 0, 0], [0.055, 0.045, 0.05], [0.15, 0, 0]], atol=1e-6)
 
 
 @pytest.mark.parametrize("anchor", ["first", "cameras"])

@@ -42,10 +42,12 @@ def to_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def median(x: Tensor) -> Tensor:
+def median(x: Tensor, *, is_sorted: bool = False) -> Tensor:
     """Median of a non-empty 1-D tensor, averaging the two middle values for an even count (NumPy's
-    definition; ``torch.median`` returns the lower one)."""
+    definition; ``torch.median`` returns the lower one). ``is_sorted``: ``x`` is in increasing order."""
     n = x.numel()
+    if is_sorted:
+        return x[(n - 1) // 2] if n % 2 else 0.5 * (x[n // 2 - 1] + x[n // 2])
     lo = torch.kthvalue(x, (n + 1) // 2).values
     if n % 2:
         return lo

@@ -112,9 +112,10 @@ def _check_frames(frames: Any) -> Tensor:
         raise ValueError(f"frames must have shape (T,3,H,W); got {tuple(f.shape)}")
     if f.shape[0] < 1 or f.shape[2] < 2 or f.shape[3] < 2:
         raise ValueError(f"frames must contain at least one frame of at least 2x2 pixels; got {tuple(f.shape)}")
-    if not bool(torch.isfinite(f).all()):
+    lo_t, hi_t = torch.aminmax(f)  # NaN propagates into the extremes
+    lo, hi = float(lo_t), float(hi_t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("frames contain non-finite values")
-    lo, hi = float(f.min()), float(f.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"frames must be float in [0,1]; got range [{lo:.3g}, {hi:.3g}]")
     return f.clamp(0.0, 1.0)
@@ -296,7 +297,7 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
             metrics["reprojection_psnr"] = p
             metrics["reprojection_ssim"] = s
         if T > 1:
-            cons = reprojection_psnr(F, D_al, cams)
+            cons = reprojection_psnr(F, D_al, cams, ssim=False)
             metrics["frame_consistency_psnr"] = cons["reprojection_psnr"]
             metrics["frame_consistency_valid_fraction"] = cons["reprojection_valid_fraction"]
     return Reconstruction(points=xyz.float(), colors=rgb.float(), normals=None if normals is None else normals.float(),

@@ -43,7 +43,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CHUNK_PIXELS = 1 << 22  # pixels lifted at once (a chunk holds at least one frame)
-_PERCENTILE_SAMPLES = 1 << 24  # points the default voxel size is computed from (a uniform stride beyond)
 _SEARCH_BATCH = 16  # candidate overall scales evaluated together by align_depth_scales(anchor="cameras")
 
 
@@ -94,14 +93,11 @@ class _ScaleFitter:
         # are c + s (p - c) (c = camera centre), exactly the lifting of s x depth
         gen = torch.Generator().manual_seed(0)
         self.base: list[Tensor] = []
-        step = frames_per_chunk(H, W)
-        for c0 in range(0, T, step):
-            pts = unproject_depth(depth[c0:c0 + step], cams.K[c0:c0 + step], cams.w2c[c0:c0 + step])
-            for i in range(pts.shape[0]):
-                idx = ok[c0 + i].reshape(-1).nonzero().squeeze(1)
-                if idx.numel() > max_points:
-                    idx = idx[torch.randperm(idx.numel(), generator=gen)[:max_points].to(idx.device)]
-                self.base.append(pts[i, idx])
+        for i in range(T):
+            idx = ok[i].reshape(-1).nonzero().squeeze(1)
+            if idx.numel() > max_points:
+                idx = idx[torch.randperm(idx.numel(), generator=gen)[:max_points].to(idx.device)]
+            self.base.append(unproject_depth(depth[i], cams.K[i], cams.w2c[i], pixels=idx))
 
     def lifted(self, i: int, scale: Tensor) -> Tensor:
         """(B,P,3) subset of frame ``i`` lifted at each of the (B,) scales."""
@@ -135,10 +131,11 @@ class _ScaleFitter:
             r = r[torch.isfinite(r) & (r > 0)]
             if r.numel() < self.min_overlap:
                 continue
-            m = median(r)
-            r2 = r[(r / m - 1.0).abs() < 0.2]
+            r = torch.sort(r).values
+            m = median(r, is_sorted=True)
+            r2 = r[(r / m - 1.0).abs() < 0.2]  # a contiguous, sorted range of r
             if r2.numel() >= self.min_overlap:
-                m = median(r2)
+                m = median(r2, is_sorted=True)
             scale[b], resid[b], good[b] = float(m), float(median((r / m - 1.0).abs())), True
         return scale, resid, good
 
@@ -254,62 +251,98 @@ def align_depth_scales(depths: Any, cams: Any, valid: Any = None, *, reference_x
 # ----------------------------------------------------------------------------------------------
 # voxel reduction
 # ----------------------------------------------------------------------------------------------
+_KEY_BITS = 21  # bits per axis of a packed voxel key (indices in [-2^20, 2^20))
+_KEY_OFFSET = 1 << (_KEY_BITS - 1)
+
+
 class _VoxelSums:
     """Running per-voxel sums of points and attributes (voxels of edge ``voxel_size`` aligned to the
     world origin, index ``floor(xyz / voxel_size)``), fed chunk by chunk.
 
-    Points are stored as offsets from their voxel's corner (in [0, voxel_size)), which keeps the
-    float32 sums exact to the input precision wherever the scene lies. Voxels are kept in
-    lexicographic order of their (x, y, z) index.
+    A voxel is one int64 key (21 offset-binary bits per axis, lexicographic order = key order) while
+    every index fits, else (a scene more than a million voxels across) a row of its 3 indices.
+    Points are summed as offsets from their voxel's corner (in [0, voxel_size)), which keeps the
+    float32 sums exact to the input precision wherever the scene lies. Neighbouring pixels of an
+    image row mostly fall into the same voxel, so every chunk is first reduced run by run (no sort),
+    then merged into the sorted running sums.
     """
 
-    def __init__(self, voxel_size: float, lo: Tensor, hi: Tensor) -> None:
+    def __init__(self, voxel_size: float) -> None:
         self.voxel = float(voxel_size)
-        self.i0 = torch.floor(lo.double() / self.voxel).long()
-        self.ext = torch.floor(hi.double() / self.voxel).long() - self.i0 + 1
-        # one int64 key per voxel when the index box allows it (else unique rows, slower)
-        self.packed = float(self.ext.double().prod()) < 2.0**62
-        self.keys: Tensor | None = None
-        self.sums: Tensor | None = None
-        self.counts: Tensor | None = None
+        self.packed = True
+        self.keys: Tensor | None = None  # (V,) packed keys or (V,3) indices, sorted
+        self.sums: Tensor | None = None  # (V,3+a)
+        self.counts: Tensor | None = None  # (V,)
 
-    def _key(self, ijk: Tensor) -> Tensor:
-        r = ijk - self.i0.to(ijk.device)
-        e = self.ext.to(ijk.device)
-        return (r[:, 0] * e[1] + r[:, 1]) * e[2] + r[:, 2]
+    @staticmethod
+    def _unpack(key: Tensor) -> Tensor:
+        mask = (1 << _KEY_BITS) - 1
+        return torch.stack([key >> (2 * _KEY_BITS), (key >> _KEY_BITS) & mask, key & mask], 1) - _KEY_OFFSET
 
-    def add(self, xyz: Tensor, attrs: Tensor) -> None:
-        """Accumulate (n,3) points with (n,a) attributes."""
-        if xyz.shape[0] == 0:
+    def add(self, vals: Tensor, valid: Tensor | None = None) -> None:
+        """Accumulate (n,3+a) rows — a point, then its a attributes — of which only those with
+        ``valid`` (n,) count."""
+        self.add_planar([vals.t()], None if valid is None else [valid])
+
+    def add_planar(self, vals: list[Tensor], valid: list[Tensor] | None = None) -> None:
+        """Accumulate blocks of (3+a, n_i) columns — a point, then its a attributes (``vals`` are
+        overwritten) — of which only those with ``valid[i]`` (n_i,) count; runs of equal voxels
+        within a block (e.g. along an image row) are reduced first, then all blocks are merged."""
+        parts: list[tuple[Tensor, Tensor, Tensor]] = []
+        for b, v in enumerate(vals):
+            if v.shape[1]:
+                parts.append(self._runs(v, None if valid is None else valid[b], parts))
+        if not parts:
             return
-        ijk = torch.floor(xyz / self.voxel)
-        vals = torch.cat([xyz - ijk * self.voxel, attrs], dim=1)
-        ijk = ijk.long()
-        if self.packed:
-            key = self._key(ijk)
-            # neighbouring pixels of a row mostly share a voxel: reduce runs before sorting
-            key, inv, cnt = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
-            vals = torch.zeros(key.shape[0], vals.shape[1], dtype=vals.dtype, device=vals.device).index_add_(0, inv, vals)
-        else:
-            key, cnt = ijk, torch.ones(ijk.shape[0], dtype=torch.int64, device=ijk.device)
-        if self.keys is not None:
-            key = torch.cat([self.keys, key])
-            vals = torch.cat([self.sums, vals])  # type: ignore[list-item]
-            cnt = torch.cat([self.counts, cnt])  # type: ignore[list-item]
+        key = torch.cat([p[0] for p in parts] + ([self.keys] if self.keys is not None else []))
+        sums = torch.cat([p[1] for p in parts] + ([self.sums] if self.sums is not None else []))
+        cnt = torch.cat([p[2] for p in parts] + ([self.counts] if self.counts is not None else []))
         ukey, inv = torch.unique(key, sorted=True, return_inverse=True, dim=None if self.packed else 0)
         self.keys = ukey
-        self.sums = torch.zeros(ukey.shape[0], vals.shape[1], dtype=vals.dtype, device=vals.device).index_add_(0, inv, vals)
+        self.sums = torch.zeros(ukey.shape[0], sums.shape[1], dtype=sums.dtype, device=sums.device).index_add_(0, inv, sums)
         self.counts = torch.zeros(ukey.shape[0], dtype=torch.int64, device=cnt.device).index_add_(0, inv, cnt)
+
+    def _runs(self, vals: Tensor, valid: Tensor | None,
+              pending: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+        """(keys, (R,3+a) sums, (R,) counts) of the runs of equal voxels of one block."""
+        ijk_f = torch.floor(vals[:3] / self.voxel)
+        vals[:3].sub_(ijk_f * self.voxel)  # offset from the voxel corner
+        ijk = ijk_f.long()
+        del ijk_f
+        if valid is not None and bool(valid.all()):
+            valid = None
+        if self.packed and bool(((ijk < -_KEY_OFFSET) | (ijk >= _KEY_OFFSET)).any()):
+            if valid is not None:
+                ijk = torch.where(valid, ijk, torch.zeros_like(ijk))
+            if bool(((ijk < -_KEY_OFFSET) | (ijk >= _KEY_OFFSET)).any()):
+                self._to_rows()
+                pending[:] = [(self._unpack(k), v, c) for k, v, c in pending]
+        if not self.packed:
+            if valid is not None:
+                ijk, vals = ijk[:, valid], vals[:, valid]
+            return ijk.t(), vals.t(), torch.ones(ijk.shape[1], dtype=torch.int64, device=ijk.device)
+        r = ijk + _KEY_OFFSET
+        key = (r[0] << (2 * _KEY_BITS)) | (r[1] << _KEY_BITS) | r[2]
+        del ijk, r
+        if valid is not None:  # invalid columns get their own key (-1), dropped after the reduction
+            key.masked_fill_(~valid, -1)
+        key, inv, cnt = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
+        sums = torch.zeros(vals.shape[0], key.shape[0], dtype=vals.dtype, device=vals.device).index_add_(1, inv, vals)
+        sums = sums.t()
+        if valid is not None:
+            keep = key >= 0
+            key, cnt, sums = key[keep], cnt[keep], sums[keep]
+        return key, sums, cnt
+
+    def _to_rows(self) -> None:
+        self.packed = False
+        if self.keys is not None:
+            self.keys = self._unpack(self.keys)
 
     def means(self) -> tuple[Tensor, Tensor, Tensor]:
         """(V,3) mean points, (V,a) mean attributes, (V,) counts."""
         assert self.keys is not None and self.sums is not None and self.counts is not None
-        if self.packed:
-            e = self.ext.to(self.keys.device)
-            ijk = torch.stack([self.keys // (e[1] * e[2]), (self.keys // e[2]) % e[1], self.keys % e[2]], 1)
-            ijk = ijk + self.i0.to(self.keys.device)
-        else:
-            ijk = self.keys
+        ijk = self._unpack(self.keys) if self.packed else self.keys
         mean = self.sums / self.counts[:, None].to(self.sums.dtype)
         xyz = (ijk.double() * self.voxel + mean[:, :3].double()).to(self.sums.dtype)
         return xyz, mean[:, 3:], self.counts
@@ -332,8 +365,8 @@ def voxel_down_sample(xyz: Any, voxel_size: float, *attributes: Any) -> tuple[Te
     A = [to_tensor(a, device=X.device).reshape(X.shape[0], -1) for a in attributes]
     if X.shape[0] == 0:
         return (X, *A)
-    sums = _VoxelSums(voxel_size, X.min(0).values, X.max(0).values)
-    sums.add(X, torch.cat(A, 1) if A else X[:, :0])
+    sums = _VoxelSums(voxel_size)
+    sums.add(torch.cat([X, *A], 1))
     out_xyz, out_attrs, _ = sums.means()
     widths = [a.shape[1] for a in A]
     return (out_xyz, *torch.split(out_attrs, widths, dim=1)) if A else (out_xyz,)
@@ -362,9 +395,14 @@ def statistical_outlier_removal(xyz: Any, k: int = 16, std_ratio: float = 2.0, s
     if n <= k:
         return torch.ones(n, dtype=torch.bool, device=X.device)
     d, _ = knn_points(X, X, k + 1)  # the first neighbour is the point itself
-    md = d[:, 1:].mean(dim=1)
+    return _outlier_keep(d[:, 1:], std_ratio, None if spacing is None else to_tensor(spacing, device=X.device))
+
+
+def _outlier_keep(dist: Tensor, std_ratio: float, spacing: Tensor | None) -> Tensor:
+    """The keep-mask of :func:`statistical_outlier_removal` from the (N,k) neighbour distances."""
+    md = dist.mean(dim=1)
     if spacing is not None:
-        md = md / to_tensor(spacing, device=X.device).reshape(n).clamp_min(1e-12)
+        md = md / spacing.reshape(-1).clamp_min(1e-12)
     md = md.double()  # the threshold statistics over N values: float64 sums
     return md <= md.mean() + std_ratio * md.std(unbiased=False)
 
@@ -385,6 +423,12 @@ def estimate_normals(xyz: Any, k: int = 16, toward: Any = None) -> Tensor:
     if n < 3:
         return torch.zeros(n, 3, device=X.device)
     _, idx = knn_points(X, X, min(k, n))
+    return _pca_normals(X, idx, None if toward is None else to_tensor(toward, device=X.device))
+
+
+def _pca_normals(X: Tensor, idx: Tensor, toward: Tensor | None) -> Tensor:
+    """:func:`estimate_normals` from the (N,k) neighbour indices of every point."""
+    n = X.shape[0]
     normals = torch.empty(n, 3, device=X.device)
     for s in range(0, n, 1 << 18):
         nb = X[idx[s:s + (1 << 18)]]
@@ -392,24 +436,71 @@ def estimate_normals(xyz: Any, k: int = 16, toward: Any = None) -> Tensor:
         cov = nb.transpose(1, 2) @ nb
         normals[s:s + (1 << 18)] = torch.linalg.eigh(cov)[1][:, :, 0]
     if toward is not None:
-        flip = (normals * to_tensor(toward, device=X.device)).sum(1) < 0
+        flip = (normals * toward).sum(1) < 0
         normals[flip] *= -1
     return normals
+
+
+def _outliers_and_normals(xyz: Tensor, spacing: Tensor, toward: Tensor, outlier_k: int, std_ratio: float,
+                          normals_k: int) -> tuple[Tensor, Tensor]:
+    """:func:`statistical_outlier_removal` followed by :func:`estimate_normals` of the kept points,
+    from one neighbour search: a kept point whose ``normals_k`` nearest kept points are all among
+    its ``max(outlier_k + 1, normals_k)`` nearest points overall (all but the few next to removed
+    outliers) takes them from it; only the others are searched again among the kept points.
+
+    Returns:
+        (N,) keep-mask and (kept,3) normals.
+    """
+    kk = max(outlier_k + 1, normals_k)
+    d, nb = knn_points(xyz, xyz, kk)  # the first neighbour is the point itself
+    keep = _outlier_keep(d[:, 1:outlier_k + 1], std_ratio, spacing)
+    xyz_k = xyz[keep]
+    new_index = torch.cumsum(keep, 0) - 1
+    nb = nb[keep]
+    kept = keep[nb]  # (n_kept,kk): which neighbours survived, in distance order
+    pos = torch.cumsum(kept, 1) - 1  # rank of a surviving neighbour among the survivors
+    use = kept & (pos < normals_k)
+    idx = torch.zeros(nb.shape[0], normals_k, dtype=torch.int64, device=xyz.device)
+    r, c = use.nonzero(as_tuple=True)
+    idx[r, pos[r, c]] = new_index[nb[r, c]]
+    short = pos[:, -1] + 1 < normals_k
+    if bool(short.any()):
+        idx[short] = knn_points(xyz_k[short], xyz_k, normals_k)[1]
+    return keep, _pca_normals(xyz_k, idx, toward[keep])
 
 
 # ----------------------------------------------------------------------------------------------
 # fusion
 # ----------------------------------------------------------------------------------------------
-def _percentile(x: Tensor, q: float) -> Tensor:
-    """NumPy's default (linear) percentile of a 1-D tensor, by selection (no full sort)."""
+def _order_statistics(x: Tensor, ranks: list[int]) -> list[Tensor]:
+    """The ``ranks``-th smallest values (1-based) of a 1-D tensor, by one histogram pass and a
+    selection inside the bin of each rank (linear time; no sort of the whole tensor)."""
+    lo, hi = x.min(), x.max()
+    if not bool(hi > lo):
+        return [lo for _ in ranks]
+    n_bins = 1 << 16
+    b = ((x - lo) * (n_bins / (hi - lo))).long().clamp_(0, n_bins - 1)  # monotone in x
+    cum = torch.cumsum(torch.bincount(b, minlength=n_bins), 0)
+    out = []
+    for k in ranks:
+        kb = int(torch.searchsorted(cum, torch.tensor(k, device=cum.device)))  # first bin with cum >= k
+        before = int(cum[kb - 1]) if kb > 0 else 0
+        out.append(torch.kthvalue(x[b == kb], k - before).values)
+    return out
+
+
+def _percentiles(x: Tensor, qs: tuple[float, ...]) -> list[Tensor]:
+    """NumPy's default (linear) percentiles of a 1-D tensor."""
     n = x.numel()
-    pos = q / 100.0 * (n - 1)
-    lo = int(math.floor(pos))
-    a = torch.kthvalue(x, lo + 1).values
-    if pos == lo:
-        return a
-    b = torch.kthvalue(x, lo + 2).values
-    return a + (b - a) * (pos - lo)
+    pos = [q / 100.0 * (n - 1) for q in qs]
+    ranks = sorted({int(math.floor(p)) + 1 for p in pos} | {min(int(math.floor(p)) + 2, n) for p in pos})
+    val = dict(zip(ranks, _order_statistics(x, ranks)))
+    out = []
+    for p in pos:
+        a = val[int(math.floor(p)) + 1]
+        b = val[min(int(math.floor(p)) + 2, n)]
+        out.append(a + (b - a) * (p - math.floor(p)))
+    return out
 
 
 def fuse_depth_maps(frames: Any, depths: Any, cams: Any, valid: Any = None, *, align: bool = True,
@@ -427,8 +518,8 @@ def fuse_depth_maps(frames: Any, depths: Any, cams: Any, valid: Any = None, *, a
         anchor: ``"first"`` or ``"cameras"`` (see :func:`align_depth_scales`).
         reference_xyz: optional (M,3) points that fix the scale.
         voxel_size: voxel edge for down-sampling; ``None`` = 0.25 % of the diagonal of the box
-            between the 1st and 99th percentiles of the lifted points (computed on a uniform
-            stride of at most 2^24 points).
+            between the 1st and 99th percentiles of the lifted points (those of every 4th pixel of
+            every 4th row).
         outlier_k / outlier_std_ratio: statistical outlier removal (``outlier_k=0`` disables it).
 
     Returns:
@@ -451,45 +542,48 @@ def fuse_depth_maps(frames: Any, depths: Any, cams: Any, valid: Any = None, *, a
     if n_raw == 0:
         raise ValueError("no valid depth in any frame; nothing to fuse")
 
-    def chunks() -> Any:
-        """(first frame, lifted (c,HW,3), valid (c,HW), scaled depth (c,HW)) per chunk of frames."""
-        for c0 in range(0, T, step):
-            d = D[c0:c0 + step] * scales_dev[c0:c0 + step, None, None]
-            pts = unproject_depth(d, cams.K[c0:c0 + step], cams.w2c[c0:c0 + step])
-            yield c0, pts, ok[c0:c0 + step].reshape(d.shape[0], -1), d.reshape(d.shape[0], -1)
-
-    # pass 1: bounding box (and the percentiles of the default voxel size)
-    stride = max(1, math.ceil(n_raw / _PERCENTILE_SAMPLES))
-    lo = torch.full((3,), math.inf, device=dev)
-    hi = torch.full((3,), -math.inf, device=dev)
-    sample: list[Tensor] = []
-    for _, pts, m, _ in chunks():
-        p = pts[m]
-        lo, hi = torch.minimum(lo, p.min(0).values), torch.maximum(hi, p.max(0).values)
-        if voxel_size is None:
-            sample.append(p[::stride])
     if voxel_size is None:
+        # percentiles of the points lifted at every 4th pixel of every 4th row
+        grid = (torch.arange(0, H, 4, device=dev)[:, None] * W + torch.arange(0, W, 4, device=dev)).reshape(-1)
+        sample = []
+        for c0 in range(0, T, step * 16):
+            sl = slice(c0, c0 + step * 16)
+            d = D[sl] * scales_dev[sl, None, None]
+            pts = unproject_depth(d, cams.K[sl], cams.w2c[sl], pixels=grid)
+            sample.append(pts[ok[sl].reshape(d.shape[0], -1)[:, grid]])
         s = torch.cat(sample)
-        diag = float(torch.linalg.vector_norm(torch.stack([_percentile(s[:, a], 99) - _percentile(s[:, a], 1)
-                                                           for a in range(3)])))
-        voxel_size = max(diag * 0.0025, 1e-9)
+        if s.shape[0] == 0:
+            s = torch.zeros(1, 3, device=dev)
+        ext = [hi_q - lo_q for lo_q, hi_q in (_percentiles(s[:, a].contiguous(), (1, 99)) for a in range(3))]
+        voxel_size = max(float(torch.linalg.vector_norm(torch.stack(ext))) * 0.0025, 1e-9)
         del s, sample
-    # pass 2: per-voxel means of points, colours, view directions and pixel footprints
-    sums = _VoxelSums(voxel_size, lo, hi)
-    for c0, pts, m, d in chunks():
-        c = pts.shape[0]
-        rgb = F[c0:c0 + c].reshape(c, 3, -1).transpose(1, 2)
-        to_cam = centers[c0:c0 + c, None, :] - pts
-        vdir = to_cam / torch.linalg.vector_norm(to_cam, dim=2, keepdim=True).clamp_min(1e-12)
-        foot = d / f_mean[c0:c0 + c, None]  # pixel footprint in scene units
-        sums.add(pts[m], torch.cat([rgb[m], vdir[m], foot[m][:, None]], dim=1))
+    # per-voxel means of points, colours, view directions and pixel footprints, chunk by chunk
+    sums = _VoxelSums(voxel_size)
+    for c0 in range(0, T, step):
+        sl = slice(c0, c0 + step)
+        d = D[sl] * scales_dev[sl, None, None]
+        c = d.shape[0]
+        pts = unproject_depth(d, cams.K[sl], cams.w2c[sl]).transpose(1, 2)  # (c,3,HW), rows contiguous
+        # per pixel (planar): point, colour, unit direction to the camera, pixel footprint (scene units)
+        to_cam = centers[sl, :, None] - pts
+        to_cam /= to_cam.square().sum(1, keepdim=True).sqrt_().clamp_min_(1e-12)
+        foot = (d.reshape(c, 1, -1) / f_mean[sl, None, None])
+        blocks = [torch.cat([pts[i], F[c0 + i].reshape(3, -1), to_cam[i], foot[i]]) for i in range(c)]
+        del pts, to_cam, foot
+        sums.add_planar(blocks, list(ok[sl].reshape(c, -1)))
+        del blocks
     xyz, attrs, _ = sums.means()
     rgb, vdir, foot = attrs[:, :3], attrs[:, 3:6], attrs[:, 6]
-    vdir = vdir / torch.linalg.vector_norm(vdir, dim=1, keepdim=True).clamp_min(1e-12)
-    if outlier_k > 0:
-        keep = statistical_outlier_removal(xyz, outlier_k, outlier_std_ratio, spacing=foot.clamp_min(voxel_size))
+    vdir = vdir / vdir.square().sum(1, keepdim=True).sqrt().clamp_min(1e-12)
+    spacing = foot.clamp_min(voxel_size)
+    if outlier_k > 0 and compute_normals and xyz.shape[0] > max(outlier_k + 1, normals_k):
+        keep, normals = _outliers_and_normals(xyz, spacing, vdir, outlier_k, outlier_std_ratio, normals_k)
         xyz, rgb, vdir = xyz[keep], rgb[keep], vdir[keep]
-    normals = estimate_normals(xyz, normals_k, toward=vdir) if compute_normals else None
+    else:
+        if outlier_k > 0:
+            keep = statistical_outlier_removal(xyz, outlier_k, outlier_std_ratio, spacing=spacing)
+            xyz, rgb, vdir = xyz[keep], rgb[keep], vdir[keep]
+        normals = estimate_normals(xyz, normals_k, toward=vdir) if compute_normals else None
     logger.info("fused %d depth samples from %d frames into %d points (voxel %.4g)", n_raw, T, xyz.shape[0],
                 voxel_size)
     return FusedPoints(xyz=xyz, rgb=rgb.clamp(0.0, 1.0), normals=normals, view_dirs=vdir, scales=scales)

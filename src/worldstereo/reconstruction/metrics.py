@@ -280,23 +280,43 @@ def psnr_batch(pred: Tensor, target: Tensor, mask: Tensor, data_range: float = 1
     return torch.where(count > 0, psnr, torch.full_like(psnr, math.nan))
 
 
-def _reflect_index(n: int, r: int, device: torch.device) -> Tensor:
-    """Indices of ``scipy.ndimage``'s ``"reflect"`` extension (d c b a | a b c d | d c b a) by r."""
-    i = torch.arange(-r, n + r, device=device) % (2 * n)
-    return torch.where(i >= n, 2 * n - 1 - i, i)
+def _blur_radius(sigma: float) -> int:
+    return int(4.0 * sigma + 0.5)  # scipy.ndimage's truncate=4
 
 
-def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """``scipy.ndimage.gaussian_filter`` (truncate 4, mode "reflect") of (N,H,W) images."""
-    r = int(4.0 * sigma + 0.5)
-    k = torch.arange(-r, r + 1, dtype=torch.float64, device=x.device)
+def _reflect_margins(buf: Tensor, r: int) -> None:
+    """Fill the ``r``-wide margins of a (B,C,H+2r,W+2r) buffer from its interior like
+    ``scipy.ndimage``'s ``"reflect"`` mode (d c b a | a b c d | d c b a), rows after columns (the
+    corners are then reflected twice, as a separable filter sees them)."""
+    H, W = buf.shape[2] - 2 * r, buf.shape[3] - 2 * r
+    if r > min(H, W):  # tiny images: reflect repeatedly through an index map
+        inner = buf[:, :, r:r + H, r:r + W]
+        for dim, n in ((3, W), (2, H)):
+            i = torch.arange(-r, n + r, device=buf.device) % (2 * n)
+            inner = inner.index_select(dim, torch.where(i >= n, 2 * n - 1 - i, i))
+        buf.copy_(inner)
+        return
+    rows = slice(r, r + H)
+    buf[:, :, rows, :r] = buf[:, :, rows, r:2 * r].flip(3)
+    buf[:, :, rows, r + W:] = buf[:, :, rows, W:W + r].flip(3)
+    buf[:, :, :r] = buf[:, :, r:2 * r].flip(2)
+    buf[:, :, r + H:] = buf[:, :, H:H + r].flip(2)
+
+
+def _gaussian_blur_padded(buf: Tensor, sigma: float) -> Tensor:
+    """``scipy.ndimage.gaussian_filter`` (truncate 4, mode "reflect") of every plane of a (B,C,H,W)
+    image held in the interior of a (B,C,H+2r,W+2r) buffer (margins filled here): two depthwise 1-D
+    convolutions, in channels-last layout (the fast layout of depthwise convolutions on the CPU).
+    A separable filter commutes with the reflection of the other axis, so the planes are extended on
+    all sides at once."""
+    r = _blur_radius(sigma)
+    _reflect_margins(buf, r)
+    k = torch.arange(-r, r + 1, dtype=torch.float64, device=buf.device)
     w = torch.exp(-0.5 / sigma**2 * k * k)
-    w = (w / w.sum()).to(x.dtype)
-    H, W = x.shape[-2:]
-    x = x.index_select(-1, _reflect_index(W, r, x.device))
-    x = F.conv2d(x.unsqueeze(1), w.view(1, 1, 1, -1))
-    x = x.index_select(-2, _reflect_index(H, r, x.device))
-    return F.conv2d(x, w.view(1, 1, -1, 1)).squeeze(1)
+    w = (w / w.sum()).to(buf.dtype)
+    C = buf.shape[1]
+    x = F.conv2d(buf, w.view(1, 1, 1, -1).expand(C, 1, 1, 2 * r + 1), groups=C)
+    return F.conv2d(x, w.view(1, 1, -1, 1).expand(C, 1, 2 * r + 1, 1), groups=C)
 
 
 def _erode(mask: Tensor, iterations: int) -> Tensor:
@@ -314,21 +334,36 @@ def _erode(mask: Tensor, iterations: int) -> Tensor:
 
 def ssim_batch(pred: Tensor, target: Tensor, mask: Tensor, sigma: float = 1.5, data_range: float = 1.0) -> Tensor:
     """Masked mean SSIM of (B,C,H,W) images (see :func:`masked_ssim`): (B,) float64, ``nan`` for an
-    empty mask."""
-    B, C, H, W = pred.shape
+    empty mask. Computed image by image (the blurred statistics of one image stay in cache)."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    x, y = pred.reshape(B * C, H, W), target.reshape(B * C, H, W)
-    mx, my = _gaussian_blur(x, sigma), _gaussian_blur(y, sigma)
-    sxx = _gaussian_blur(x * x, sigma) - mx * mx
-    syy = _gaussian_blur(y * y, sigma) - my * my
-    sxy = _gaussian_blur(x * y, sigma) - mx * my
-    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    smap = smap.reshape(B, C, H, W).mean(1)
-    eroded = _erode(mask, int(math.ceil(3 * sigma)))
-    use = torch.where(eroded.any((1, 2), keepdim=True), eroded, mask)
-    n = use.sum((1, 2)).double()
-    total = smap.masked_fill(~use, 0.0).sum((1, 2), dtype=torch.float64)
-    return torch.where(n > 0, total / n.clamp_min(1), torch.full_like(total, math.nan))
+    C, H, W = pred.shape[1:]
+    out = torch.full((pred.shape[0],), math.nan, dtype=torch.float64, device=pred.device)
+    for b in range(pred.shape[0]):
+        x, y = pred[b:b + 1], target[b:b + 1]
+        # the five local statistics' inputs, written straight into the padded blur buffer
+        r = _blur_radius(sigma)
+        buf = torch.empty(1, 5 * C, H + 2 * r, W + 2 * r, dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last)
+        inner = buf[:, :, r:r + H, r:r + W]
+        inner[:, :C] = x
+        inner[:, C:2 * C] = y
+        torch.mul(x, x, out=inner[:, 2 * C:3 * C])
+        torch.mul(y, y, out=inner[:, 3 * C:4 * C])
+        torch.mul(x, y, out=inner[:, 4 * C:])
+        mx, my, exx, eyy, exy = _gaussian_blur_padded(buf, sigma).contiguous().split(C, dim=1)
+        mxy = mx * my
+        mx2 = mx.square_()
+        my2 = my.square_()
+        num = (2 * mxy + c1).mul_(exy.sub_(mxy).mul_(2).add_(c2))
+        den = (mx2 + my2 + c1).mul_(exx.sub_(mx2).add_(eyy.sub_(my2)).add_(c2))
+        smap = num.div_(den).mean(1)[0]
+        m = mask[b:b + 1]
+        eroded = _erode(m, int(math.ceil(3 * sigma)))
+        use = (eroded if bool(eroded.any()) else m)[0]
+        n = int(use.sum())
+        if n:
+            out[b] = smap[use].double().sum() / n
+    return out
 
 
 def masked_psnr(pred: Any, target: Any, mask: Any = None, *, data_range: float = 1.0) -> float:
@@ -405,12 +440,13 @@ def warp_frame(src_image: Any, src_depth: Any, dst_depth: Any, K_src: Any, w2c_s
 
 
 def reprojection_psnr(frames: Any, depths: Any, cameras: Any, *, pairs: list[tuple[int, int]] | None = None,
-                      rel_tol: float = 0.05) -> dict[str, float]:
+                      rel_tol: float = 0.05, ssim: bool = True) -> dict[str, float]:
     """Masked re-projection PSNR/SSIM: warp frame j into frame i (with the depths) and compare.
 
     Args:
         frames: (T,3,H,W) [0,1]; depths: (T,H,W) z-depth; cameras: CameraTrajectory-like of T views.
         pairs: (i, j) pairs; default consecutive pairs (t+1 -> t). Pairs are warped in batches.
+        ssim: also compute the SSIM (``reprojection_ssim`` is NaN when False).
 
     Returns:
         ``{"reprojection_psnr", "reprojection_ssim", "reprojection_valid_fraction"}`` averaged over pairs
@@ -435,7 +471,8 @@ def reprojection_psnr(frames: Any, depths: Any, cameras: Any, *, pairs: list[tup
         enough = valid.sum((1, 2)) >= 16
         if bool(enough.any()):
             psnrs += psnr_batch(warped[enough], Fr[i][enough], valid[enough]).tolist()
-            ssims += ssim_batch(warped[enough], Fr[i][enough], valid[enough]).tolist()
+            if ssim:
+                ssims += ssim_batch(warped[enough], Fr[i][enough], valid[enough]).tolist()
     finite = [p for p in psnrs if math.isfinite(p)]
     return {"reprojection_psnr": sum(finite) / len(finite) if finite else float("inf") if psnrs else float("nan"),
             "reprojection_ssim": sum(ssims) / len(ssims) if ssims else float("nan"),
