@@ -96,23 +96,25 @@ def mesh_samples(mesh: Any, count: int = 400000) -> torch.Tensor:
     return torch.from_numpy(np.asarray(trimesh.sample.sample_surface(mesh, count, seed=0)[0])).float()
 
 
-def timed(fn: Callable[[], Any], repeats: int, cuda: bool = False) -> tuple[list[float], Any]:
-    out, times = None, []
+def timed(fn: Callable[[], Any], repeats: int, cuda: bool = False) -> tuple[list[float], list[float], Any]:
+    """Wall-clock and process CPU seconds of ``repeats`` calls, and the last result."""
+    out, times, cpu = None, [], []
     for _ in range(repeats):
         if cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return times, out
+        cpu.append(time.process_time() - c0)
+    return times, cpu, out
 
 
-def fmt(times: list[float]) -> str:
-    if len(times) == 1:
-        return f"{times[0]:7.2f} s"
-    return f"{min(times):7.2f} s (max {max(times):.2f}, median {statistics.median(times):.2f})"
+def fmt(times: list[float], cpu: list[float]) -> str:
+    s = f"{min(times):7.2f} s" if len(times) == 1 else \
+        f"{min(times):7.2f} s (max {max(times):.2f}, median {statistics.median(times):.2f})"
+    return s + f", CPU time {min(cpu):.2f} s"
 
 
 def main() -> None:
@@ -145,22 +147,23 @@ def main() -> None:
             def new() -> Any:
                 return reconstruct(frames, cams, method, depth, **kw)  # noqa: B023
 
-            t_new, rec = timed(new, args.repeats)
+            t_new, c_new, rec = timed(new, args.repeats)
             pts = rec.points if method != "mesh" else mesh_samples(rec.mesh)
             f1_new = point_cloud_scores(pts, gt, tau=tau).f1
-            line = {"n": n, "method": method, "new": t_new, "f1_new": f1_new, "num_points": rec.points.shape[0]}
-            print(f"{n:3d} frames {method:12s} torch CPU  {fmt(t_new)}  F1 {f1_new:.4f}  "
+            line = {"n": n, "method": method, "new": t_new, "new_cpu": c_new, "f1_new": f1_new,
+                    "num_points": rec.points.shape[0]}
+            print(f"{n:3d} frames {method:12s} torch CPU  {fmt(t_new, c_new)}  F1 {f1_new:.4f}  "
                   f"({rec.points.shape[0]} points)", flush=True)
             if not args.no_baseline and method != "neural_field":
-                t_old, old = timed(lambda: numpy_baseline.reconstruct(frames, cams, method, depth), 1)  # noqa: B023
+                t_old, c_old, old = timed(lambda: numpy_baseline.reconstruct(frames, cams, method, depth), 1)  # noqa: B023
                 old_pts = old["points"] if method != "mesh" else mesh_samples(old["mesh"])
                 f1_old = point_cloud_scores(old_pts, gt, tau=tau).f1
                 agree = point_cloud_scores(rec.points, old["points"], tau=tau / 4).f1
-                line.update(old=t_old, f1_old=f1_old, agree=agree)
-                print(f"{n:3d} frames {method:12s} numpy      {fmt(t_old)}  F1 {f1_old:.4f}  "
+                line.update(old=t_old, old_cpu=c_old, f1_old=f1_old, agree=agree)
+                print(f"{n:3d} frames {method:12s} numpy      {fmt(t_old, c_old)}  F1 {f1_old:.4f}  "
                       f"({old['points'].shape[0]} points; torch vs numpy points F1(tau/4) {agree:.4f}); "
-                      f"speed-up {t_old[0] / min(t_new):.1f}x (min) / {t_old[0] / max(t_new):.1f}x (max)",
-                      flush=True)
+                      f"speed-up {t_old[0] / min(t_new):.1f}x (fastest torch run) / "
+                      f"{t_old[0] / max(t_new):.1f}x (slowest); CPU time {c_old[0] / min(c_new):.1f}x", flush=True)
             if gpu:
                 fg, dg = frames.cuda(), depth.cuda()
 
@@ -168,18 +171,20 @@ def main() -> None:
                     return reconstruct(fg, cams, method, dg, **kw)  # noqa: B023
 
                 timed(on_gpu, 1, cuda=True)  # warm-up (kernels, allocator)
-                t_gpu, rec_g = timed(on_gpu, args.repeats, cuda=True)
+                t_gpu, c_gpu, rec_g = timed(on_gpu, args.repeats, cuda=True)
                 pts_g = rec_g.points if method != "mesh" else mesh_samples(rec_g.mesh)
                 f1_gpu = point_cloud_scores(pts_g.cpu(), gt, tau=tau).f1
                 line.update(gpu=t_gpu, f1_gpu=f1_gpu)
-                print(f"{n:3d} frames {method:12s} torch CUDA {fmt(t_gpu)}  F1 {f1_gpu:.4f}; "
+                print(f"{n:3d} frames {method:12s} torch CUDA {fmt(t_gpu, c_gpu)}  F1 {f1_gpu:.4f}; "
                       f"{min(t_new) / min(t_gpu):.1f}x the torch CPU time", flush=True)
             rows.append(line)
-    print("\nsummary (seconds: min over repeats; ratios = NumPy / PyTorch):")
+    print("\nsummary (wall seconds, min over repeats; ratios = NumPy / PyTorch, wall and process CPU time):")
     for r in rows:
         parts = [f"{r['n']:3d} frames {r['method']:12s} torch CPU {min(r['new']):7.2f}"]
         if "old" in r:
-            parts.append(f"numpy {r['old'][0]:7.2f}  ratio {r['old'][0] / min(r['new']):5.1f}x")
+            parts.append(f"numpy {r['old'][0]:7.2f}  ratio {r['old'][0] / min(r['new']):5.1f}x "
+                         f"(slowest run {r['old'][0] / max(r['new']):4.1f}x, CPU time "
+                         f"{r['old_cpu'][0] / min(r['new_cpu']):4.1f}x)")
         if "gpu" in r:
             parts.append(f"CUDA {min(r['gpu']):6.2f}" + (f"  ratio {r['old'][0] / min(r['gpu']):6.1f}x"
                                                         if "old" in r else ""))

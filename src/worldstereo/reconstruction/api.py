@@ -118,7 +118,7 @@ def _check_frames(frames: Any) -> Tensor:
         raise ValueError("frames contain non-finite values")
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"frames must be float in [0,1]; got range [{lo:.3g}, {hi:.3g}]")
-    return f.clamp(0.0, 1.0)
+    return f if 0.0 <= lo and hi <= 1.0 else f.clamp(0.0, 1.0)
 
 
 def _resolve_depth(depth: Any, frames: Tensor, progress: bool) -> tuple[Tensor, Tensor]:

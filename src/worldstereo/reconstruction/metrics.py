@@ -340,22 +340,21 @@ def ssim_batch(pred: Tensor, target: Tensor, mask: Tensor, sigma: float = 1.5, d
     out = torch.full((pred.shape[0],), math.nan, dtype=torch.float64, device=pred.device)
     for b in range(pred.shape[0]):
         x, y = pred[b:b + 1], target[b:b + 1]
-        # the five local statistics' inputs, written straight into the padded blur buffer
+        # the local statistics' inputs, written straight into the padded blur buffer; SSIM needs
+        # E[x^2] and E[y^2] only as their sum, so x^2 + y^2 is blurred once
         r = _blur_radius(sigma)
-        buf = torch.empty(1, 5 * C, H + 2 * r, W + 2 * r, dtype=x.dtype, device=x.device,
+        buf = torch.empty(1, 4 * C, H + 2 * r, W + 2 * r, dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
         inner = buf[:, :, r:r + H, r:r + W]
         inner[:, :C] = x
         inner[:, C:2 * C] = y
-        torch.mul(x, x, out=inner[:, 2 * C:3 * C])
-        torch.mul(y, y, out=inner[:, 3 * C:4 * C])
-        torch.mul(x, y, out=inner[:, 4 * C:])
-        mx, my, exx, eyy, exy = _gaussian_blur_padded(buf, sigma).contiguous().split(C, dim=1)
+        torch.mul(x, x, out=inner[:, 2 * C:3 * C]).addcmul_(y, y)
+        torch.mul(x, y, out=inner[:, 3 * C:])
+        mx, my, exx_eyy, exy = _gaussian_blur_padded(buf, sigma).contiguous().split(C, dim=1)
         mxy = mx * my
-        mx2 = mx.square_()
-        my2 = my.square_()
+        m2 = mx.square_().add_(my.square_())  # mx^2 + my^2
         num = (2 * mxy + c1).mul_(exy.sub_(mxy).mul_(2).add_(c2))
-        den = (mx2 + my2 + c1).mul_(exx.sub_(mx2).add_(eyy.sub_(my2)).add_(c2))
+        den = (m2 + c1).mul_(exx_eyy.sub_(m2).add_(c2))  # (mx^2 + my^2 + c1)(sxx + syy + c2)
         smap = num.div_(den).mean(1)[0]
         m = mask[b:b + 1]
         eroded = _erode(m, int(math.ceil(3 * sigma)))
