@@ -15,12 +15,13 @@ trajectory is the condition view; images in [0, 1]; hole masks 1 = hole.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from .camera import CameraTrajectory, camera_qt_tokens, plucker_embedding
+from .pipeline_inputs import GivenInputs, load_given_inputs
 from .pipeline_validation import (
     RECONSTRUCTION_METHODS,
     validate_generation_args,
@@ -78,6 +80,9 @@ class GenerationRecord:
         num_references: reference views given to the model (memory variants);
         ref_index: their RoPE slots; reference_names: their bank names;
         render_video / render_mask: the ControlNet inputs, (F,3,H,W) in [0,1] and (F,1,H,W);
+        conditioning: where the conditioning came from: ``render`` (``"geometric_memory"``,
+        ``"given"`` or ``"none"``), ``references`` (``"retrieved"``, ``"condition_view"``,
+        ``"given"``; absent for the camera variant), ``latents`` (``"seed"`` or ``"given"``);
         timings: seconds per stage.
     """
 
@@ -91,6 +96,7 @@ class GenerationRecord:
     reference_names: List[str] = field(default_factory=list)
     render_video: Optional[Tensor] = None
     render_mask: Optional[Tensor] = None
+    conditioning: Dict[str, str] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> Dict[str, Any]:
@@ -104,6 +110,7 @@ class GenerationRecord:
             "num_references": self.num_references,
             "ref_index": list(self.ref_index),
             "reference_names": list(self.reference_names),
+            "conditioning": dict(self.conditioning),
             "timings": dict(self.timings),
         }
 
@@ -209,8 +216,21 @@ def generate_video(
     panorama: Optional[bool] = None,
     depth_estimator: Any = None,
     memory: Optional[SceneMemory] = None,
+    render_video: Optional[Union[Tensor, str, Path]] = None,
+    render_mask: Optional[Union[Tensor, str, Path]] = None,
+    reference_images: Optional[Tensor] = None,
+    reference_w2c: Optional[Tensor] = None,
+    ref_index: Optional[Union[Tensor, Sequence[int]]] = None,
+    latents: Optional[Tensor] = None,
 ) -> VideoOutput:
     """Generate a multi-view-consistent video along ``camera_trajectory`` from one image.
+
+    The ControlNet is conditioned either on the geometric memory rendered along the trajectory
+    (default: depth of the condition image -> point cloud -> render + hole mask) or on a render
+    video and hole mask you give (``render_video`` / ``render_mask``: e.g. the reference's
+    ``render.mp4`` / ``render_mask.mp4``, or renders of a mesh, Gaussian splats or a scan made with
+    other tools); the memory variants likewise retrieve reference views from the frame bank or take
+    the ones you give (``reference_images`` / ``reference_w2c`` / ``ref_index``).
 
     Args:
         model: a :class:`~worldstereo.WorldStereo` (any of the three variants).
@@ -231,8 +251,9 @@ def generate_video(
             world frame; replaces the depth estimate of the condition image.
         use_geometric_memory: False -> the ControlNet gets an empty render and an all-hole mask
             (camera rays still guide).
-        use_spatial_memory: False -> no retrieved references: the memory variants use only the
-            condition view as reference (single-view inference of the reference).
+        use_spatial_memory: False -> the frame bank is neither read nor updated: the memory
+            variants use the given ``reference_images``, else only the condition view as reference
+            (single-view inference of the reference).
         seed: random seed (same seed, device and dtype -> identical output); None -> a fresh
             seed, logged.
         output_format: ``"tensor"`` (float32 (T,C,H,W) in [0,1]), ``"numpy"`` (float32
@@ -247,213 +268,65 @@ def generate_video(
             default ``model.depth_estimator`` or Depth Anything V2 Small.
         memory: a :class:`SceneMemory` to read and update (shared across videos by
             :func:`generate_multi_view`); default: a fresh one built from the condition image.
+        render_video: pre-rendered ControlNet input, float ``(num_frames, 3, h, w)`` in [0, 1] (holes
+            any colour; the reference's renders are grey there) or the path of a video file. Resized
+            to ``(height, width)`` as the reference's loader does (bicubic, no antialiasing, clipped);
+            frame 0 is replaced by the condition image. The geometric memory is then neither read nor
+            updated and no depth is estimated. Requires ``render_mask``; excludes ``point_cloud``
+            and ``use_geometric_memory=False``.
+        render_mask: its hole mask, ``(num_frames, 1, h, w)`` / ``(num_frames, h, w)`` float or bool
+            in [0, 1], **1 = hole** (not covered by the scene), or a video file (white = hole, first
+            channel used). Nearest-neighbour resized and thresholded at 0.5; used as given otherwise
+            (frame 0 is normally all 0).
+        reference_images: memory variants: reference views ``(R, 3, h, w)`` float in [0, 1] (resized
+            bicubic to the generation size) used instead of retrieving them from the frame bank; the
+            frame bank is still updated with the generated frames. Requires ``reference_w2c``.
+        reference_w2c: ``(R, 4, 4)`` world-to-camera (OpenCV) of the reference views, in the world
+            frame of ``camera_trajectory`` (source of the camera tokens).
+        ref_index: ``(R,)`` integer RoPE slot of each reference in ``[0, num_frames - 2]``: reference
+            ``k`` is placed at target frame ``ref_index[k] + 1`` (the frame that retrieved it). Default
+            ``[0]`` for a single reference (the reference's single-view inference: the condition image
+            with ``camera_trajectory[0]``'s camera).
+        latents: initial noise ``x_T``, float ``(1, 16, num_frames, height / 8, width / 8)`` (as the
+            ``latents=`` of diffusers pipelines); default: drawn from ``seed``.
 
     Returns:
         The video in ``output_format``.
 
     Raises:
-        TypeError / ValueError: bad arguments (before any model work).
+        TypeError / ValueError / FileNotFoundError: bad arguments, naming the parameter (before any
+            model work).
     """
-    validate_generation_args(
-        camera_trajectory=camera_trajectory, num_frames=num_frames, height=height, width=width,
-        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, point_cloud=point_cloud,
-        use_geometric_memory=use_geometric_memory, use_spatial_memory=use_spatial_memory, seed=seed,
-        output_format=output_format, save_path=save_path, progress_callback=progress_callback,
-        prompt=prompt, negative_prompt=negative_prompt,
+    request = _check_inputs(
+        model, condition_image, camera_trajectory, memory=memory, panorama=panorama,
+        num_frames=num_frames, height=height, width=width, num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale, point_cloud=point_cloud, use_geometric_memory=use_geometric_memory,
+        use_spatial_memory=use_spatial_memory, seed=seed, output_format=output_format, save_path=save_path,
+        progress_callback=progress_callback, prompt=prompt, negative_prompt=negative_prompt,
+        depth_estimator=depth_estimator, render_video=render_video, render_mask=render_mask,
+        reference_images=reference_images, reference_w2c=reference_w2c, ref_index=ref_index, latents=latents,
     )
-    _check_model(model)
-    if memory is not None and not isinstance(memory, SceneMemory):
-        raise TypeError(f"memory: expected a SceneMemory or None, got {type(memory).__name__}")
-    image_full = _load_condition_image(condition_image)
-    if panorama is None:
-        panorama = _is_panorama(image_full)
-    elif not isinstance(panorama, bool):
-        raise TypeError(f"panorama: expected a bool or None, got {panorama!r}")
-    if panorama and image_full.shape[-1] != 2 * image_full.shape[-2]:
-        raise ValueError(f"condition_image: panorama=True needs a 2:1 equirectangular image, got "
-                         f"{image_full.shape[-1]}x{image_full.shape[-2]}")
-    if seed is None:
-        seed = secrets.randbelow(2**31 - 1)  # leaves torch's global generator alone
-        logger.info("seed: none given, using %d", seed)
-
-    timings: Dict[str, float] = {}
-    t0 = time.perf_counter()
-    from .io.image import resize_image
-
-    pano = image_full if panorama else None
-    if pano is None:
-        image = resize_image(image_full, height, width).clamp(0, 1)
-
-    # -- memories and geometry -------------------------------------------------------------
-    if memory is None:
-        memory = _new_scene_memory(model, use_geometric_memory, use_spatial_memory)
-    elif memory.spatial is None and use_spatial_memory and model.is_memory:
-        from .memory import SpatialStereoMemory
-
-        memory.spatial = SpatialStereoMemory(**model.spatial_memory_config)
-    need_depth = use_geometric_memory and (memory.geometric is None or memory.geometric.is_empty) and point_cloud is None
-    needs_estimator_later = use_geometric_memory and getattr(memory.geometric, "update_frequency", "never") == "auto"
-    estimator = None
-    depth_pred = None
-    if need_depth or needs_estimator_later:
-        estimator = _resolve_depth_estimator(model, depth_estimator)
-    if need_depth:
-        depth_pred = estimator(image_full)
-    with_K = depth_pred is not None and pano is None
-    trajectory = _trajectory_at_size(
-        camera_trajectory, height, width,
-        depth_pred.K if with_K else None,
-        (depth_pred.height, depth_pred.width) if with_K else None,
-    )
-    w2c = trajectory.w2c.float()
-    K = trajectory.K.float()
-    if pano is not None:
-        from .geometry.panorama import equirect_to_perspective
-
-        # the condition view is the panorama seen through trajectory frame 0 (shared centre)
-        image = equirect_to_perspective(pano, w2c[0], K[0], height, width).clamp(0, 1)
-    if use_geometric_memory:
-        if memory.geometric is None:
-            from .memory import GlobalGeometricMemory
-
-            memory.geometric = GlobalGeometricMemory(**model.global_memory_config)
-        if point_cloud is not None:
-            memory.geometric.from_point_cloud(_as_point_cloud(point_cloud), condition_image=image)
-        elif memory.geometric.is_empty and pano is not None:
-            from .geometry.panorama import lift_equirect_depth
-
-            cloud = lift_equirect_depth(depth_pred.depth.float(), pano, valid_mask=depth_pred.valid_mask)
-            memory.geometric.from_point_cloud(cloud, condition_image=image)
-        elif memory.geometric.is_empty:
-            from .io.image import resize_image as _resize
-
-            depth = _resize(depth_pred.depth[None].float(), height, width, mode="nearest")[0]
-            valid = _resize(depth_pred.valid_mask[None].float(), height, width, mode="nearest")[0] > 0.5
-            memory.geometric.initialize(image, depth * valid, K[0], w2c[0], valid_mask=valid)
-        render = memory.geometric.render(w2c, K, height, width, condition_image=image)
-        hole_mask = render.hole_mask.float().clamp(0, 1)
-        render_video = torch.where(hole_mask > 0.5, torch.full_like(render.video, HOLE_GREY), render.video)
-        render_video[0] = image
-        hole_mask[0] = 0.0
-    else:
-        render_video = torch.full((num_frames, 3, height, width), HOLE_GREY)
-        hole_mask = torch.ones(num_frames, 1, height, width)
-    timings["geometry"] = time.perf_counter() - t0
-
-    # -- references (memory variants) ------------------------------------------------------
-    references = None
-    if model.is_memory:
-        if memory.spatial is not None and use_spatial_memory:
-            if len(memory.spatial) == 0:
-                memory.spatial.add(image[None], w2c[:1], K[:1], names=["condition"], pin=True)
-                if pano is not None:
-                    _add_pano_bank(memory.spatial, pano, height, width)
-            references = memory.spatial.retrieve(w2c, K, height, width)
-            ref_images, ref_w2c, ref_index = references.images, references.w2c, references.ref_index
-            ref_names = list(references.names)
-        else:
-            ref_images, ref_w2c = image[None], w2c[:1]
-            ref_index = torch.zeros(1, dtype=torch.long)
-            ref_names = ["condition"]
-    t1 = time.perf_counter()
-
-    # -- conditioning ----------------------------------------------------------------------
     from .optimization import execution_device
 
-    device, dtype = execution_device(model), model.dtype
-    with torch.no_grad():
-        cond_image = _to_model_space(image)[None].to(device)
-        condition = model.prepare_image_condition(cond_image, num_frames).float()
-        image_embeds = model.encode_image(image[None].to(device))
-        prompt_embeds = model.encode_prompt(prompt)
-        distilled = model.is_distilled
-        use_cfg = (not distilled) and guidance_scale > 1.0
-        negative_embeds = None
-        if use_cfg:
-            neg = negative_prompt if negative_prompt is not None else (model.config.negative_prompt or "")
-            negative_embeds = model.encode_prompt(neg)
-        render_latent = model.encode_video(_to_model_space(render_video).permute(1, 0, 2, 3)[None].to(device))
-        model_kwargs: Dict[str, Any] = {
-            "encoder_hidden_states_image": image_embeds.to(dtype),
-            "render_latent": render_latent.to(dtype),
-            "render_mask": hole_mask.permute(1, 0, 2, 3)[None].to(device, dtype),
-            "camera_embedding": plucker_embedding(K, w2c, height, width).to(device, dtype),
-        }
-        if model.is_memory:
-            z_ref = model.encode_video(_to_model_space(ref_images).permute(1, 0, 2, 3)[None].to(device))
-            from .models.conditioning import prepare_reference_latent
-
-            qt, qt_ref = camera_qt_tokens(w2c, ref_w2c)
-            model_kwargs.update(
-                reference_latent=prepare_reference_latent(z_ref).to(dtype),
-                ref_index=ref_index.to(device),
-                camera_qt=qt.to(device, dtype),
-                camera_qt_ref=qt_ref.to(device, dtype),
-            )
-    timings["conditioning"] = time.perf_counter() - t1
-
-    # -- sampling --------------------------------------------------------------------------
-    t2 = time.perf_counter()
-    from .sampling import denoise
-
-    scheduler = model.make_scheduler()
-    latent_shape = (1, condition.shape[1] - 4, num_frames, condition.shape[-2], condition.shape[-1])
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32).to(device)
-    if distilled:
-        steps = None
-        if num_inference_steps != 50 or guidance_scale != 7.5:
-            logger.warning("num_inference_steps / guidance_scale: ignored by the distilled variant %s "
-                           "(fixed %d-step schedule, no guidance)", model.variant, model.config.dmd_steps)
-    else:
-        steps = num_inference_steps
-    calls = _CallCounter(model.transformer)
-    with torch.no_grad():
-        latents = denoise(
-            calls, latents, condition.to(device), scheduler=scheduler, prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_embeds, guidance_scale=float(guidance_scale) if use_cfg else 1.0,
-            num_inference_steps=steps, model_kwargs=model_kwargs, progress_callback=progress_callback,
-        )
-        timings["sampling"] = time.perf_counter() - t2
-        t3 = time.perf_counter()
-        video = model.decode_latents(latents.to(dtype))
-    frames = ((video[0].permute(1, 0, 2, 3).float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0).contiguous()
-    timings["decode"] = time.perf_counter() - t3
-
-    # -- memory update -----------------------------------------------------------------------
-    t4 = time.perf_counter()
-    if memory.spatial is not None and use_spatial_memory:
-        memory.spatial.update_from_clip(frames, w2c, K)
-    if memory.geometric is not None and use_geometric_memory:
-        update_estimator = _frame_depth_estimator(model, estimator)
-        if update_estimator is not None:
-            memory.geometric.maybe_update(frames, w2c, K, depth_estimator=update_estimator)
-        elif memory.geometric.update_frequency == "auto":
-            logger.info("geometric memory: not updated (the depth source is a fixed depth map of the condition "
-                        "image; pass a depth model as depth_estimator= to grow the point cloud)")
-    timings["memory_update"] = time.perf_counter() - t4
-
-    record = GenerationRecord(
-        variant=model.variant,
-        steps=len(getattr(scheduler, "timesteps", [])) or (steps or 0),
-        transformer_calls=calls.count,
-        guidance_scale=float(guidance_scale) if use_cfg else 1.0,
-        seed=int(seed),
-        render_video=render_video,
-        render_mask=hole_mask,
-        timings=timings,
-    )
-    if model.is_memory:
-        record.num_references = int(ref_index.numel())
-        record.ref_index = [int(i) for i in ref_index]
-        record.reference_names = ref_names
-    memory.history.append(record)
-
-    if save_path is not None:
-        from .io.video import write_video
-
-        write_video(save_path, frames, fps=16)
-    return _format_output(frames, output_format)
+    device = execution_device(model)
+    timings: Dict[str, float] = {}
+    with _timed(timings, "geometry"):
+        memory = _prepare_memory(model, request, memory)
+        scene = _prepare_geometry(model, request, memory)
+    with _timed(timings, "references"):
+        refs = _prepare_references(model, request, scene, memory)
+    with _timed(timings, "conditioning"):
+        cond = _encode_conditioning(model, request, scene, refs, device)
+    with _timed(timings, "sampling"):
+        latents = _prepare_latents(request, cond, device)
+        latents, steps_run, calls = _denoise_latents(model, latents, cond, _sampler_steps(model, request),
+                                                     request.progress_callback)
+    with _timed(timings, "decode"):
+        frames = _decode_frames(model, latents)[0]
+    with _timed(timings, "memory_update"):
+        _update_memory(model, request, scene, memory, frames)
+    memory.history.append(_make_record(model, request, scene, refs, cond, steps_run, calls, timings))
+    return _write_outputs(request, frames)
 
 
 class _CallCounter:
@@ -513,6 +386,387 @@ def _check_model(model: Any) -> None:
     missing = [name for name in required if not hasattr(model, name)]
     if missing:
         raise TypeError(f"model: expected a WorldStereo model, got {type(model).__name__} (missing {missing})")
+
+
+# ----------------------------------------------------------------------------- generation stages
+#
+# generate_video runs these named stages in order (like a diffusers pipeline's __call__):
+#   _check_inputs -> _prepare_memory -> _prepare_geometry -> _prepare_references
+#   -> _encode_conditioning -> _prepare_latents -> _denoise_latents -> _decode_frames
+#   -> _update_memory -> _make_record -> _write_outputs
+# Each stage takes and returns plain data (the dataclasses below), so that callers can run the
+# per-video stages for several videos and the model stages on a batch.
+
+
+@dataclass
+class _Request:
+    """The validated arguments of one :func:`generate_video` call."""
+
+    image_full: Tensor  # (3, H0, W0) in [0, 1], as loaded
+    panorama: bool
+    trajectory: CameraTrajectory  # as given (any size, maybe without intrinsics)
+    num_frames: int
+    height: int
+    width: int
+    num_inference_steps: int
+    guidance_scale: float
+    point_cloud: Any
+    use_geometric_memory: bool
+    use_spatial_memory: bool
+    seed: int
+    output_format: str
+    save_path: Optional[str]
+    progress_callback: Optional[Callable[[int, int, Tensor], None]]
+    prompt: str
+    negative_prompt: Optional[str]
+    depth_estimator: Any
+    given: GivenInputs = field(default_factory=GivenInputs)
+
+
+@dataclass
+class _Scene:
+    """The condition view and the geometric-memory render along the trajectory (one video).
+
+    Attributes:
+        image: condition view (3, H, W) in [0, 1] at the generation size.
+        pano: the equirectangular condition image (3, Hp, Wp) for panoramas, else None.
+        w2c, K: trajectory at the generation size, float32 (F, 4, 4) / (F, 3, 3).
+        render_video: ControlNet render (F, 3, H, W) in [0, 1], frame 0 = ``image``, holes grey.
+        hole_mask: (F, 1, H, W), 1 = hole, frame 0 = 0.
+        estimator: the depth estimator resolved for this call (None when none was needed).
+    """
+
+    image: Tensor
+    pano: Optional[Tensor]
+    w2c: Tensor
+    K: Tensor
+    render_video: Tensor
+    hole_mask: Tensor
+    estimator: Any = None
+
+
+@dataclass
+class _References:
+    """Reference views of the memory variants: images (R, 3, H, W) in [0, 1], w2c (R, 4, 4),
+    RoPE slots ``ref_index`` (R,) int64 in [0, F-2], bank names."""
+
+    images: Tensor
+    w2c: Tensor
+    ref_index: Tensor
+    names: List[str]
+
+
+@dataclass
+class _Conditioning:
+    """Everything the sampler feeds the transformer besides the latents (batch first).
+
+    Attributes:
+        condition: (B, 20, F, h, w) float32 I2V condition ([frame mask 4, image latent 16]).
+        prompt_embeds / negative_embeds: (B, 512, text_dim); negative None without guidance.
+        guidance_scale: CFG scale actually used (1.0 = no guidance).
+        model_kwargs: the other transformer keywords, constant across steps.
+    """
+
+    condition: Tensor
+    prompt_embeds: Tensor
+    negative_embeds: Optional[Tensor]
+    guidance_scale: float
+    model_kwargs: Dict[str, Any]
+
+
+def _check_inputs(model: Any, condition_image: ImageInput, camera_trajectory: CameraTrajectory, *,
+                  memory: Optional[SceneMemory], panorama: Optional[bool], **args: Any) -> _Request:
+    """Validate every argument (before any model work), load the image and the given conditioning,
+    pick the seed."""
+    validate_generation_args(camera_trajectory=camera_trajectory, **{k: args[k] for k in _VALIDATED_ARGS})
+    _check_model(model)
+    given = load_given_inputs(
+        model, num_frames=args["num_frames"], height=args["height"], width=args["width"],
+        point_cloud=args["point_cloud"], use_geometric_memory=args["use_geometric_memory"],
+        **{k: args.pop(k) for k in _GIVEN_ARGS},
+    )
+    if memory is not None and not isinstance(memory, SceneMemory):
+        raise TypeError(f"memory: expected a SceneMemory or None, got {type(memory).__name__}")
+    image_full = _load_condition_image(condition_image)
+    if panorama is None:
+        panorama = _is_panorama(image_full)
+    elif not isinstance(panorama, bool):
+        raise TypeError(f"panorama: expected a bool or None, got {panorama!r}")
+    if panorama and image_full.shape[-1] != 2 * image_full.shape[-2]:
+        raise ValueError(f"condition_image: panorama=True needs a 2:1 equirectangular image, got "
+                         f"{image_full.shape[-1]}x{image_full.shape[-2]}")
+    seed = args.pop("seed")
+    if seed is None:
+        seed = secrets.randbelow(2**31 - 1)  # leaves torch's global generator alone
+        logger.info("seed: none given, using %d", seed)
+    return _Request(image_full=image_full, panorama=panorama, trajectory=camera_trajectory, seed=int(seed),
+                    given=given, **args)
+
+
+#: The generate_video arguments checked by :func:`validate_generation_args` (besides the trajectory).
+_VALIDATED_ARGS = (
+    "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "point_cloud",
+    "use_geometric_memory", "use_spatial_memory", "seed", "output_format", "save_path", "progress_callback",
+    "prompt", "negative_prompt",
+)
+#: The generate_video arguments of caller-given conditioning (see :mod:`worldstereo.pipeline_inputs`).
+_GIVEN_ARGS = ("render_video", "render_mask", "reference_images", "reference_w2c", "ref_index", "latents")
+
+
+def _prepare_memory(model: Any, request: _Request, memory: Optional[SceneMemory]) -> SceneMemory:
+    """The scene memory to read and update: the caller's, completed with what this call needs (a
+    given render replaces the geometric memory, which is then not created)."""
+    use_geometric = request.use_geometric_memory and not request.given.has_render
+    if memory is None:
+        return _new_scene_memory(model, use_geometric, request.use_spatial_memory)
+    if memory.spatial is None and request.use_spatial_memory and model.is_memory:
+        from .memory import SpatialStereoMemory
+
+        memory.spatial = SpatialStereoMemory(**model.spatial_memory_config)
+    if memory.geometric is None and use_geometric:
+        from .memory import GlobalGeometricMemory
+
+        memory.geometric = GlobalGeometricMemory(**model.global_memory_config)
+    return memory
+
+
+def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Scene:
+    """Condition view, trajectory at the generation size and the point-cloud render with its hole
+    mask (the ControlNet inputs). Estimates the condition image's depth when the geometric memory
+    is empty and no point cloud was given; with a given render, uses it instead (no depth)."""
+    if request.given.has_render:
+        return _given_render_scene(request)
+    height, width, num_frames = request.height, request.width, request.num_frames
+    pano = request.image_full if request.panorama else None
+    geometric = memory.geometric if request.use_geometric_memory else None
+    need_depth = geometric is not None and geometric.is_empty and request.point_cloud is None
+    needs_estimator_later = geometric is not None and getattr(geometric, "update_frequency", "never") == "auto"
+    estimator = None
+    depth_pred = None
+    if need_depth or needs_estimator_later:
+        estimator = _resolve_depth_estimator(model, request.depth_estimator)
+    if need_depth:
+        depth_pred = estimator(request.image_full)
+    with_K = depth_pred is not None and pano is None
+    trajectory = _trajectory_at_size(
+        request.trajectory, height, width,
+        depth_pred.K if with_K else None,
+        (depth_pred.height, depth_pred.width) if with_K else None,
+    )
+    w2c = trajectory.w2c.float()
+    K = trajectory.K.float()
+    image = _condition_view(request, trajectory)
+    if geometric is None:
+        render_video = torch.full((num_frames, 3, height, width), HOLE_GREY)
+        hole_mask = torch.ones(num_frames, 1, height, width)
+        return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator)
+
+    if request.point_cloud is not None:
+        geometric.from_point_cloud(_as_point_cloud(request.point_cloud), condition_image=image)
+    elif geometric.is_empty and pano is not None:
+        from .geometry.panorama import lift_equirect_depth
+
+        cloud = lift_equirect_depth(depth_pred.depth.float(), pano, valid_mask=depth_pred.valid_mask)
+        geometric.from_point_cloud(cloud, condition_image=image)
+    elif geometric.is_empty:
+        from .io.image import resize_image
+
+        depth = resize_image(depth_pred.depth[None].float(), height, width, mode="nearest")[0]
+        valid = resize_image(depth_pred.valid_mask[None].float(), height, width, mode="nearest")[0] > 0.5
+        geometric.initialize(image, depth * valid, K[0], w2c[0], valid_mask=valid)
+    render = geometric.render(w2c, K, height, width, condition_image=image)
+    hole_mask = render.hole_mask.float().clamp(0, 1)
+    render_video = torch.where(hole_mask > 0.5, torch.full_like(render.video, HOLE_GREY), render.video)
+    render_video[0] = image
+    hole_mask[0] = 0.0
+    return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator)
+
+
+def _condition_view(request: _Request, trajectory: CameraTrajectory) -> Tensor:
+    """The condition view (3, H, W) in [0, 1] at the generation size: the image resized, or for a
+    panorama its perspective crop seen through ``trajectory`` frame 0 (shared centre)."""
+    if request.panorama:
+        from .geometry.panorama import equirect_to_perspective
+
+        return equirect_to_perspective(request.image_full, trajectory.w2c[0].float(), trajectory.K[0].float(),
+                                       request.height, request.width).clamp(0, 1)
+    from .io.image import resize_image
+
+    return resize_image(request.image_full, request.height, request.width).clamp(0, 1)
+
+
+def _given_render_scene(request: _Request) -> _Scene:
+    """The scene of a given render: the reference's data loader replaces render frame 0 by the
+    condition image and uses the (thresholded) hole mask as given."""
+    trajectory = _trajectory_at_size(request.trajectory, request.height, request.width, None, None)
+    image = _condition_view(request, trajectory)
+    render_video = request.given.render_video.clone()
+    render_video[0] = image
+    pano = request.image_full if request.panorama else None
+    return _Scene(image, pano, trajectory.w2c.float(), trajectory.K.float(), render_video,
+                  request.given.render_mask.clone(), None)
+
+
+def _prepare_references(model: Any, request: _Request, scene: _Scene, memory: SceneMemory) -> Optional[_References]:
+    """Reference views for the memory variants (None for the camera variant): the given ones,
+    retrieved from the frame bank by frustum overlap, or the condition view alone without spatial
+    memory."""
+    if not model.is_memory:
+        return None
+    given = request.given
+    if given.has_references:
+        names = [f"given/{k:02d}" for k in range(given.reference_images.shape[0])]
+        return _References(given.reference_images, given.reference_w2c, given.ref_index, names)
+    if memory.spatial is None or not request.use_spatial_memory:
+        return _References(scene.image[None], scene.w2c[:1], torch.zeros(1, dtype=torch.long), ["condition"])
+    if len(memory.spatial) == 0:
+        memory.spatial.add(scene.image[None], scene.w2c[:1], scene.K[:1], names=["condition"], pin=True)
+        if scene.pano is not None:
+            _add_pano_bank(memory.spatial, scene.pano, request.height, request.width)
+    retrieved = memory.spatial.retrieve(scene.w2c, scene.K, request.height, request.width)
+    return _References(retrieved.images, retrieved.w2c, retrieved.ref_index, list(retrieved.names))
+
+
+def _encode_conditioning(model: Any, request: _Request, scene: _Scene, refs: Optional[_References],
+                         device: torch.device) -> _Conditioning:
+    """Text, CLIP and first-frame conditioning, the render latent, the Plücker map and (memory
+    variants) the reference latent with its camera tokens; batch 1, on ``device``."""
+    dtype = model.dtype
+    height, width = request.height, request.width
+    with torch.no_grad():
+        condition = model.prepare_image_condition(_to_model_space(scene.image)[None].to(device),
+                                                  request.num_frames).float()
+        image_embeds = model.encode_image(scene.image[None].to(device))
+        prompt_embeds = model.encode_prompt(request.prompt)
+        use_cfg = (not model.is_distilled) and request.guidance_scale > 1.0
+        negative_embeds = None
+        if use_cfg:
+            neg = request.negative_prompt if request.negative_prompt is not None \
+                else (model.config.negative_prompt or "")
+            negative_embeds = model.encode_prompt(neg)
+        render_latent = model.encode_video(_to_model_space(scene.render_video).permute(1, 0, 2, 3)[None].to(device))
+        model_kwargs: Dict[str, Any] = {
+            "encoder_hidden_states_image": image_embeds.to(dtype),
+            "render_latent": render_latent.to(dtype),
+            "render_mask": scene.hole_mask.permute(1, 0, 2, 3)[None].to(device, dtype),
+            "camera_embedding": plucker_embedding(scene.K, scene.w2c, height, width).to(device, dtype),
+        }
+        if refs is not None:
+            from .models.conditioning import prepare_reference_latent
+
+            z_ref = model.encode_video(_to_model_space(refs.images).permute(1, 0, 2, 3)[None].to(device))
+            qt, qt_ref = camera_qt_tokens(scene.w2c, refs.w2c)
+            model_kwargs.update(
+                reference_latent=prepare_reference_latent(z_ref).to(dtype),
+                ref_index=refs.ref_index.to(device),
+                camera_qt=qt.to(device, dtype),
+                camera_qt_ref=qt_ref.to(device, dtype),
+            )
+    return _Conditioning(condition.to(device), prompt_embeds, negative_embeds,
+                         float(request.guidance_scale) if use_cfg else 1.0, model_kwargs)
+
+
+def _prepare_latents(request: _Request, cond: _Conditioning, device: torch.device) -> Tensor:
+    """Initial noise x_T (1, 16, F, h, w) float32: the given ``latents``, else drawn on the CPU from
+    ``request.seed`` (so the same seed gives the same noise on every device)."""
+    if request.given.latents is not None:
+        return request.given.latents.to(device)
+    c = cond.condition
+    shape = (1, c.shape[1] - 4, c.shape[2], c.shape[-2], c.shape[-1])
+    generator = torch.Generator(device="cpu").manual_seed(request.seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+
+def _sampler_steps(model: Any, request: _Request) -> Optional[int]:
+    """Steps for the sampler: the request's (UniPC) or None = the distilled variant's fixed schedule."""
+    if not model.is_distilled:
+        return request.num_inference_steps
+    if request.num_inference_steps != 50 or request.guidance_scale != 7.5:
+        logger.warning("num_inference_steps / guidance_scale: ignored by the distilled variant %s "
+                       "(fixed %d-step schedule, no guidance)", model.variant, model.config.dmd_steps)
+    return None
+
+
+def _denoise_latents(model: Any, latents: Tensor, cond: _Conditioning, steps: Optional[int],
+                     progress_callback: Optional[Callable[[int, int, Tensor], None]]) -> Tuple[Tensor, int, int]:
+    """Run the sampler; returns ``(final latents, steps run, transformer calls)``."""
+    from .sampling import denoise
+
+    scheduler = model.make_scheduler()
+    calls = _CallCounter(model.transformer)
+    with torch.no_grad():
+        latents = denoise(
+            calls, latents, cond.condition, scheduler=scheduler, prompt_embeds=cond.prompt_embeds,
+            negative_prompt_embeds=cond.negative_embeds, guidance_scale=cond.guidance_scale,
+            num_inference_steps=steps, model_kwargs=cond.model_kwargs, progress_callback=progress_callback,
+        )
+    steps_run = len(getattr(scheduler, "timesteps", [])) or (steps or 0)
+    return latents, steps_run, calls.count
+
+
+def _decode_frames(model: Any, latents: Tensor) -> Tensor:
+    """Keyframe VAE decode: latents (B, 16, F, h, w) -> frames (B, F, 3, H, W) float32 in [0, 1] on the CPU."""
+    with torch.no_grad():
+        video = model.decode_latents(latents.to(model.dtype))
+    return ((video.permute(0, 2, 1, 3, 4).float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0).contiguous()
+
+
+def _update_memory(model: Any, request: _Request, scene: _Scene, memory: SceneMemory, frames: Tensor) -> None:
+    """Add the generated frames (F, 3, H, W) to the frame bank and (when it updates) the point cloud."""
+    if memory.spatial is not None and request.use_spatial_memory:
+        memory.spatial.update_from_clip(frames, scene.w2c, scene.K)
+    if memory.geometric is not None and request.use_geometric_memory and not request.given.has_render:
+        update_estimator = _frame_depth_estimator(model, scene.estimator)
+        if update_estimator is not None:
+            memory.geometric.maybe_update(frames, scene.w2c, scene.K, depth_estimator=update_estimator)
+        elif memory.geometric.update_frequency == "auto":
+            logger.info("geometric memory: not updated (the depth source is a fixed depth map of the condition "
+                        "image; pass a depth model as depth_estimator= to grow the point cloud)")
+
+
+def _make_record(model: Any, request: _Request, scene: _Scene, refs: Optional[_References],
+                 cond: _Conditioning, steps_run: int, calls: int, timings: Dict[str, float]) -> GenerationRecord:
+    record = GenerationRecord(
+        variant=model.variant, steps=steps_run, transformer_calls=calls, guidance_scale=cond.guidance_scale,
+        seed=request.seed, render_video=scene.render_video, render_mask=scene.hole_mask, timings=timings,
+    )
+    record.conditioning = _conditioning_sources(request, refs)
+    if refs is not None:
+        record.num_references = int(refs.ref_index.numel())
+        record.ref_index = [int(i) for i in refs.ref_index]
+        record.reference_names = list(refs.names)
+    return record
+
+
+def _conditioning_sources(request: _Request, refs: Optional[_References]) -> Dict[str, str]:
+    """Where the render, the references (memory variants) and the initial noise came from."""
+    given = request.given
+    sources = {"render": "given" if given.has_render
+               else ("geometric_memory" if request.use_geometric_memory else "none")}
+    if refs is not None:
+        sources["references"] = "given" if given.has_references \
+            else ("retrieved" if request.use_spatial_memory else "condition_view")
+    sources["latents"] = "given" if given.latents is not None else "seed"
+    return sources
+
+
+def _write_outputs(request: _Request, frames: Tensor) -> VideoOutput:
+    """Write ``save_path`` (atomically) and convert the frames to ``output_format``."""
+    if request.save_path is not None:
+        from .io.video import write_video
+
+        write_video(request.save_path, frames, fps=16)
+    return _format_output(frames, request.output_format)
+
+
+@contextlib.contextmanager
+def _timed(timings: Dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall time of the block to ``timings[stage]`` (seconds)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------- multi-view / 3D
@@ -641,6 +895,11 @@ class WorldStereoPipeline:
         enable_xformers: use xFormers attention when installed (else PyTorch SDPA, one warning).
         enable_cpu_offload: keep components on the CPU and move each to the accelerator only for
             its own forward (a warning and no-op on a CPU device).
+        memory_tier: place the model by memory tier instead (a name of
+            :data:`worldstereo.optimization.MEMORY_TIERS`, e.g. ``"group_offload"`` for a 24 GB card,
+            or ``"auto"``: :func:`~worldstereo.optimization.suggest_memory_tier` for the device's
+            memory). Tiers other than ``resident``/``fp8``/``int8``/``float8`` need an accelerator.
+            Exclusive with ``enable_cpu_offload``.
         variant: which sub-folder of a reference checkpoint root to load (default
             ``worldstereo-memory``).
         **from_pretrained_kwargs: passed to :meth:`WorldStereo.from_pretrained`.
@@ -655,6 +914,7 @@ class WorldStereoPipeline:
         enable_cpu_offload: bool = False,
         *,
         variant: Optional[str] = None,
+        memory_tier: Optional[str] = None,
         **from_pretrained_kwargs: Any,
     ) -> None:
         if not isinstance(model_path, (str, Path)):
@@ -673,16 +933,29 @@ class WorldStereoPipeline:
         if dev.type == "cpu" and torch_dtype == torch.float16:
             logger.warning("torch_dtype: float16 is not supported for CPU inference; using float32")
             torch_dtype = torch.float32
+        from . import optimization
+
+        tier = self._check_memory_tier(memory_tier, dev, enable_cpu_offload)
         from .models.worldstereo import WorldStereo
 
         self.model = WorldStereo.from_pretrained(model_path, variant, torch_dtype=torch_dtype, **from_pretrained_kwargs)
         self.device = dev
         self.torch_dtype = torch_dtype
-        from . import optimization
+        self.memory_tier: Optional[str] = None
 
         if enable_xformers:
             optimization.enable_xformers_memory_efficient_attention(self.model)
-        if enable_cpu_offload:
+        if tier is not None:
+            if tier == "auto":
+                from .vram import parameter_counts_of
+
+                total_gb = torch.cuda.get_device_properties(dev).total_memory / 1e9
+                tier = optimization.suggest_memory_tier(total_gb, self.model.variant,
+                                                        counts=parameter_counts_of(self.model))
+                logger.info("memory_tier='auto': %s for %.1f GB on %s", tier, total_gb, dev)
+            optimization.enable_memory_tier(self.model, tier, device=dev)
+            self.memory_tier = tier
+        elif enable_cpu_offload:
             if dev.type == "cpu":
                 logger.warning("enable_cpu_offload: ignored on a CPU device")
                 self.model.to(dev)
@@ -691,6 +964,25 @@ class WorldStereoPipeline:
         else:
             self.model.to(dev)
         self.memory: Optional[SceneMemory] = None
+
+    @staticmethod
+    def _check_memory_tier(memory_tier: Optional[str], dev: torch.device, enable_cpu_offload: bool) -> Optional[str]:
+        """Validate ``memory_tier`` before loading anything."""
+        if memory_tier is None:
+            return None
+        from . import optimization
+
+        if memory_tier != "auto":
+            tier = optimization.get_memory_tier(memory_tier)  # ValueError listing the names
+            if tier.needs_accelerator and dev.type == "cpu":
+                raise ValueError(f"memory_tier: {memory_tier!r} needs an accelerator device, got device={str(dev)!r}; "
+                                 f"on the CPU use 'resident' (or the lossy 'fp8' / 'int8' / 'float8')")
+        elif dev.type != "cuda":
+            raise ValueError(f"memory_tier: 'auto' sizes the tier from the CUDA device's memory; got device={str(dev)!r}")
+        if enable_cpu_offload:
+            raise ValueError("memory_tier / enable_cpu_offload: pass one of them (the 'model_offload' tier is the "
+                             "CPU offload)")
+        return memory_tier
 
     def generate_video(self, condition_image: ImageInput, camera_trajectory: CameraTrajectory, **kwargs: Any) -> VideoOutput:
         """:func:`generate_video` with this pipeline's model."""

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from worldstereo.camera.embedding import (
@@ -23,7 +26,10 @@ from worldstereo.camera.embedding import (
     plucker_embedding,
     unified_camera_normalization,
 )
+from worldstereo.models.conditioning import prepare_reference_latent
 from worldstereo.models.transformer import WorldStereoTransformer
+from worldstereo.models.worldstereo import WorldStereo
+from worldstereo.testing import tiny_model
 
 TEXT_TOKENS = 512
 IMAGE_TOKENS = 257
@@ -513,6 +519,146 @@ def make_retrieval_case(case_dir: Path, seed: int = 21) -> None:
                                         "n_target_full": 13, "n_target_used": len(used), "bank_fnames": names,
                                         "scenarios": scenarios})
     save_tensors(case_dir / "data.safetensors", {k: torch.as_tensor(v) for k, v in data.items()})
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+PIPELINE_PROMPT = "A  garden path at dusk &amp; a   bench"
+#: mojibake (a UTF-8 en dash read as cp1252) + an escaped ampersand: cleaning needs ftfy
+PIPELINE_PROBE = "the bench \u00e2\u20ac\u201c red &amp;amp; car"
+_COMPONENTS = ("vae", "text_encoder", "image_encoder", "image_processor", "tokenizer", "scheduler")
+
+
+def _smooth_image(H: int, W: int, gen: torch.Generator) -> torch.Tensor:
+    """``(3, H, W)`` uint8 image: upsampled random colours (so that resizing and CLIP see structure)."""
+    coarse = torch.rand(1, 3, 4, 5, generator=gen)
+    img = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)[0]
+    return (img * 255).round().to(torch.uint8)
+
+
+def make_pipeline_case(case_dir: Path, variant: str, *, H: int, W: int, F: int, R: int = 0, n_steps: int = 2,
+                       guidance_scale: float = 4.0, seed: int = 31, dmd: dict[str, float] | None = None) -> None:
+    """Write a ``pipeline_*`` case (PIPELINE.md layout: the case folder is the checkpoint AND the base
+    model, ``base_model`` = ``"."``) for a tiny random model of ``variant``.
+
+    The expected tensors are computed from the model's building blocks (encoders, keyframe VAE,
+    transformer) with a hand-written loop (diffusers' UniPC on the transcribed flow grid, or the DMD
+    Euler formula) — NOT with ``generate_video``, whose pre-rendered path the checker exercises.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny_model(variant, seed=seed % 7).save_pretrained(Path(tmp) / "m")
+        for name in _COMPONENTS:
+            shutil.copytree(Path(tmp) / "m" / name, case_dir / name)
+        shutil.copy(Path(tmp) / "m" / "model.safetensors", case_dir / "model.safetensors")
+        cfg = json.loads((Path(tmp) / "m" / "config.json").read_text())
+    cfg["base_model"] = "."
+    if dmd is not None:
+        cfg.update(dmd_start_steps=dmd["start"], dmd_end_steps=dmd["end"], gen_shift=dmd["shift"],
+                   dmd_steps=int(dmd["steps"]))
+    write_json(case_dir / "config.json", cfg)
+    model = WorldStereo.from_pretrained(case_dir, base_model=case_dir)
+    memory = variant != "worldstereo-camera"
+    distilled = variant == "worldstereo-memory-dmd"
+
+    # ---- inputs (reference conventions: videos [1, C, F, H, W] in [-1, 1]) ----
+    image_u8 = _smooth_image(H, W, gen)
+    Image.fromarray(image_u8.permute(1, 2, 0).numpy()).save(case_dir / "image.png")
+    image = image_u8.float() / 255.0 * 2.0 - 1.0
+    w2c = orbit_trajectory(F, gen, arc_deg=30.0)
+    K = intrinsics(F, H, W, gen)
+    holes = (torch.rand(F, 1, H // 4, W // 4, generator=gen) < 0.4).float()
+    mask = torch.nn.functional.interpolate(holes, size=(H, W), mode="nearest")
+    mask[0] = 0.0
+    render = torch.rand(F, 3, H, W, generator=gen) * 2.0 - 1.0
+    render = torch.where(mask > 0.5, torch.full_like(render, -1.0), render)
+    render[0] = image
+    inputs: dict[str, torch.Tensor] = {
+        "image": image[None], "image_01": (image_u8.float() / 255.0)[None], "extrinsics": w2c, "intrinsics": K,
+        "render_video": render.permute(1, 0, 2, 3)[None].contiguous(),
+        "render_mask": mask.permute(1, 0, 2, 3)[None].contiguous(),
+        "camera_embedding": plucker_embedding(K, w2c, H, W),
+        "latents_init": torch.randn(1, 16, F, H // 8, W // 8, generator=gen),
+    }
+    ref_index = None
+    if memory:
+        refs = torch.rand(R, 3, H, W, generator=gen) * 2.0 - 1.0
+        ref_w2c = orbit_trajectory(R, gen, arc_deg=50.0)
+        ref_index = torch.sort(torch.randperm(F - 1, generator=gen)[:R]).values.to(torch.int64)
+        qt, qt_ref = camera_qt_tokens(w2c, ref_w2c)
+        inputs.update(reference_video=refs.permute(1, 0, 2, 3)[None].contiguous(), ref_w2c=ref_w2c,
+                      ref_index=ref_index, camera_qt=qt, camera_qt_ref=qt_ref)
+
+    # ---- expected, from the building blocks ----
+    negative = "a blurry photo"
+    with torch.no_grad():
+        expected: dict[str, torch.Tensor] = {
+            "prompt_embeds": model.encode_prompt(PIPELINE_PROMPT),
+            "probe_prompt_embeds": model.encode_prompt(PIPELINE_PROBE),
+            "image_embeds": model.encode_image(Image.open(case_dir / "image.png")),
+            "condition": model.prepare_image_condition(image[None], F),
+            "render_latent": model.encode_video(inputs["render_video"]),
+        }
+        kw: dict[str, Any] = {
+            "encoder_hidden_states_image": expected["image_embeds"], "render_latent": expected["render_latent"],
+            "render_mask": inputs["render_mask"], "camera_embedding": inputs["camera_embedding"],
+        }
+        if memory:
+            expected["reference_latent"] = prepare_reference_latent(model.encode_video(inputs["reference_video"]))
+            kw.update(reference_latent=expected["reference_latent"], ref_index=ref_index,
+                      camera_qt=inputs["camera_qt"], camera_qt_ref=inputs["camera_qt_ref"])
+        use_cfg = not distilled and guidance_scale > 1.0
+        if use_cfg:
+            expected["negative_prompt_embeds"] = model.encode_prompt(negative)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+            return model.transformer(hidden_states=torch.cat([x, expected["condition"]], dim=1), timestep=t,
+                                     encoder_hidden_states=text, return_dict=False, **kw)[0]
+
+        x = inputs["latents_init"].clone()
+        steps = []
+        if distilled:
+            end = cfg["dmd_end_steps"]
+            ts = dmd_timesteps_reference(cfg["dmd_start_steps"], end, cfg["gen_shift"], cfg["dmd_steps"])
+            for i, t in enumerate(ts):
+                expected[f"latents_step_{i}"] = x.clone()
+                steps.append(t.reshape(1))
+                v = velocity(x, t.reshape(1), expected["prompt_embeds"])
+                expected[f"velocity_{i}"] = v
+                nxt = ts[i + 1] / end if i + 1 < len(ts) else torch.tensor(0.0)
+                x = x + (nxt - t / end) * v
+            timesteps = [float(t) for t in ts]
+        else:
+            sched = reference_unipc(n_steps)  # independent of worldstereo.sampling
+            for i, t in enumerate(sched.timesteps):
+                expected[f"latents_step_{i}"] = x.clone()
+                tb = t.to(torch.int64).reshape(1)
+                steps.append(tb)
+                vc = velocity(x, tb, expected["prompt_embeds"])
+                expected[f"velocity_cond_{i}"] = vc
+                if use_cfg:
+                    vu = velocity(x, tb, expected["negative_prompt_embeds"])
+                    expected[f"velocity_uncond_{i}"] = vu
+                    vc = vu + guidance_scale * (vc - vu)
+                x = sched.step(vc, t, x).prev_sample
+            timesteps = [float(t) for t in sched.timesteps]
+        expected["timesteps"] = torch.stack(steps)
+        expected["latents_final"] = x
+        decoded = model.decode_latents(x)
+        expected["decoded_video"] = decoded
+        expected["output_video"] = (decoded * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).contiguous()
+    meta = {
+        "case": case_dir.name, "model_type": variant, "seed": seed, "height": H, "width": W, "latent_frames": F,
+        "num_frames": 4 * (F - 1) + 1, "prompt": PIPELINE_PROMPT, "probe_prompt": PIPELINE_PROBE,
+        "negative_prompt": negative if not distilled else None,
+        "num_inference_steps": None if distilled else n_steps, "guidance_scale": None if distilled else guidance_scale,
+        "mode": "test" if distilled else None, "latent_cond_mode": "first_frame_only", "output_type": "pt",
+        "timesteps": timesteps, "transformer_calls": len(steps) * (2 if use_cfg else 1),
+        "ref_index": None if ref_index is None else ref_index.tolist(),
+    }
+    write_json(case_dir / "meta.json", meta)
+    save_tensors(case_dir / "inputs.safetensors", inputs)
+    save_tensors(case_dir / "expected.safetensors", expected)
 
 
 # ------------------------------------------------------------------------------------------ corrupt

@@ -50,6 +50,13 @@ def synth_root(_one_thread: None, tmp_path_factory: pytest.TempPathFactory) -> P
     S.make_point_lifting_case(root / "point_lifting")
     S.make_misc_case(root / "misc")
     S.make_retrieval_case(root / "retrieval")
+    # end-to-end cases: other sizes, frame / reference counts, seeds, steps, guidance and DMD schedule
+    S.make_pipeline_case(root / "pipeline_camera", "worldstereo-camera", H=32, W=48, F=4, n_steps=3,
+                         guidance_scale=3.0, seed=41)
+    S.make_pipeline_case(root / "pipeline_memory", "worldstereo-memory", H=48, W=32, F=5, R=3, n_steps=2,
+                         guidance_scale=2.5, seed=42)
+    S.make_pipeline_case(root / "pipeline_dmd", "worldstereo-memory-dmd", H=32, W=32, F=4, R=2, seed=43,
+                         dmd={"start": 200.0, "end": 1000.0, "shift": 3.0, "steps": 3})
     return root
 
 
@@ -75,6 +82,14 @@ _REQUIRED = {
                          "quat_expected", "camera_qt_ref", "singleview_camera_qt", "unified_trajC_ref_w2c_normalized"},
     "point_lifting": {"valid/points", "invalid/keep_mask", "invalid/depth_after_contraction", "valid/n_points"},
     "misc": {"sample_align_nframe(4, 7)"},
+    "pipeline_camera": {"prompt_embeds", "negative_prompt_embeds", "probe_prompt_embeds", "image_embeds", "condition",
+                        "render_latent", "render_mask", "camera_embedding", "timesteps", "latents_step_2",
+                        "velocity_cond_2", "velocity_uncond_2", "latents_final", "decoded_video", "output_video",
+                        "transformer_calls", "constant/render_latent"},
+    "pipeline_memory": {"reference_latent", "camera_qt", "camera_qt_ref", "ref_index", "latents_step_1",
+                        "velocity_uncond_1", "latents_final", "output_video", "constant/reference_latent"},
+    "pipeline_dmd": {"reference_latent", "camera_qt_ref", "timesteps", "velocity_2", "latents_step_2",
+                     "latents_final", "decoded_video", "transformer_calls"},
     "retrieval": {"frame_overlap_raw", "frame_best_index", "shortcut_example/best_score", "plain/ref_index",
                   "selector/selector/selected_positions", "shortcut_aerial/ref_w2cs",
                   "selector_standalone/indices", "selector_standalone/camera_features"},
@@ -101,6 +116,10 @@ def test_synthetic_dimensions_differ_from_dev(synth_root: Path) -> None:
             cfg["transformer"]["num_layers"], cfg["controlnet_cfg"]["num_layers"]) == (3, 8, 2, 1)
     exp = load_file(str(synth_root / "sampling_unipc" / "expected.safetensors"))
     assert tuple(exp["timesteps"].shape) == (2, 2)
+    pipe = load_file(str(synth_root / "pipeline_memory" / "inputs.safetensors"))
+    assert tuple(pipe["render_video"].shape) == (1, 3, 5, 48, 32) and tuple(pipe["reference_video"].shape)[2] == 3
+    meta = json.loads((synth_root / "pipeline_camera" / "meta.json").read_text())
+    assert (meta["num_inference_steps"], meta["guidance_scale"], meta["seed"]) == (3, 3.0, 41)
 
 
 def test_run_conformance_discovers_every_case(synth_root: Path) -> None:
@@ -158,6 +177,13 @@ _CORRUPTIONS = [
      "trajectory_subsample_linspace[0] (17,5)"),
     ("retrieval", "data.safetensors", "perturb", "frame_overlap_raw", "frame_overlap_raw"),
     ("retrieval", "meta.json", "json", (["scenarios", "plain", "max_reference"], 1), "plain/ref_index"),
+    ("pipeline_camera", "meta.json", "json", (["prompt"], "a garden path at dusk"), "prompt_embeds"),
+    ("pipeline_camera", "expected.safetensors", "perturb", "decoded_video", "decoded_video"),
+    ("pipeline_memory", "meta.json", "json", (["guidance_scale"], 5.0), "latents_final"),
+    ("pipeline_memory", "inputs.safetensors", "perturb", "latents_init", "latents_step_0"),
+    ("pipeline_memory", "expected.safetensors", "perturb", "reference_latent", "reference_latent"),
+    ("pipeline_dmd", "config.json", "json", (["gen_shift"], 5.0), "timesteps"),
+    ("pipeline_dmd", "inputs.safetensors", "perturb", "ref_w2c", "camera_qt_ref"),
 ]
 
 

@@ -36,6 +36,16 @@ def test_prompt_clean():
         prompt_clean(3)
 
 
+def test_prompt_clean_repairs_mojibake_like_the_reference():
+    """ftfy is always applied (it is a dependency): the UTF-8 em dash read as cp1252 ("â€”") is
+    repaired, and ftfy's own HTML unescaping plus the double ``html.unescape`` reduce a
+    triple-escaped ampersand to "&" (the probe prompt of the pipeline conformance cases)."""
+    probe = "the garden at night \u00e2\u20ac\u201d red car &amp;amp;amp; on the road"
+    assert prompt_clean(probe) == "the garden at night \u2014 red car & on the road"
+    # without ftfy's step the em dash would stay broken and one "&amp;" would survive
+    assert prompt_clean("caf\u00c3\u00a9") == "caf\u00e9"
+
+
 def test_encode_prompt_zeroes_padding():
     tok, te = tiny_tokenizer(), tiny_text_encoder(seed=0)
     prompts = ["a camera moving forward in the garden", "sky"]

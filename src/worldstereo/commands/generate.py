@@ -50,6 +50,10 @@ __all__ = [
     "write_summary",
     "common_summary",
     "run_one",
+    "generate_one",
+    "load_model",
+    "memory_tier_of",
+    "sampling_settings",
 ]
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
@@ -96,9 +100,11 @@ def _seed(text: str) -> int:
     return value
 
 
-def add_generation_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``generate`` and ``multi-view`` (everything but ``--trajectory``)."""
-    parser.add_argument("image", type=Path, help="condition image (any format PIL reads); frame 0 of every video")
+def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: bool = False) -> None:
+    """Options shared by ``generate`` and ``multi-view`` (everything but ``--trajectory``);
+    ``image_optional``: IMAGE may be left out (``generate --inputs``)."""
+    parser.add_argument("image", type=Path, nargs="?" if image_optional else None,
+                        help="condition image (any format PIL reads); frame 0 of every video")
     parser.add_argument("--model", required=True, metavar="PATH|ID",
                         help="WorldStereo checkpoint: reference root or variant folder, a save_pretrained folder, "
                              "or a Hugging Face id")
@@ -143,6 +149,14 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="transformer/VAE dtype (default: bfloat16 on CUDA, float32 on CPU; half precision "
                              "on CPU falls back to float32 with a warning)")
+    mem = parser.add_mutually_exclusive_group()
+    mem.add_argument("--memory-tier", default=None, metavar="NAME",
+                     help="place the model by memory tier (see docs/performance.md): resident, model_offload, "
+                          "group_offload (24 GB cards), group_offload_leaf, group_offload_disk, fp8, int8, float8, "
+                          "fp8_model_offload, int8_model_offload, fp8_group_offload, fp8_group_offload_leaf "
+                          "(default: everything on --device)")
+    mem.add_argument("--vram", type=positive_float, default=None, metavar="GB",
+                     help="pick the fastest memory tier whose expected peak fits GB of accelerator memory")
     parser.add_argument("--fps", type=positive_int, default=16, help="frame rate of the written videos (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -177,6 +191,7 @@ class GenerationSetup:
     device: str
     dtype: str
     timings: dict[str, float] = field(default_factory=dict)
+    memory_tier: str | None = None
 
     def generation_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
         """Keyword arguments of :func:`~worldstereo.pipeline.generate_video` common to every video."""
@@ -291,6 +306,44 @@ def _load_user_depth(args: argparse.Namespace, image_size: tuple[int, int]) -> A
     return UserDepth(depth)
 
 
+def _check_memory_options(args: argparse.Namespace, device: str) -> None:
+    """``--memory-tier`` / ``--vram`` checks that need no model (fast, before loading)."""
+    from worldstereo.vram import MEMORY_TIERS, get_memory_tier, suggest_memory_tier
+
+    if getattr(args, "memory_tier", None) is None and getattr(args, "vram", None) is None:
+        return
+
+    if args.memory_tier is not None:
+        if args.memory_tier not in MEMORY_TIERS:
+            raise UsageError(f"--memory-tier: expected one of {', '.join(MEMORY_TIERS)}, got {args.memory_tier!r}")
+        if get_memory_tier(args.memory_tier).needs_accelerator and device == "cpu":
+            raise UsageError(f"--memory-tier {args.memory_tier}: needs an accelerator (--device cuda); on the CPU "
+                             f"use resident, fp8, int8 or float8")
+    if args.vram is not None:
+        if device == "cpu":
+            raise UsageError("--vram: sizes the placement of an accelerator; not with --device cpu")
+        try:  # release sizes; refined with the loaded model's own sizes after loading
+            suggest_memory_tier(args.vram, args.variant or "worldstereo-memory")
+        except ValueError as exc:
+            raise UsageError(f"--vram: {exc}") from None
+
+
+def _apply_memory_tier(args: argparse.Namespace, model: Any, device: str) -> str:
+    """Apply ``--memory-tier`` (or the tier ``--vram`` suggests for the loaded model); returns its name."""
+    from worldstereo.optimization import enable_memory_tier, suggest_memory_tier
+    from worldstereo.vram import parameter_counts_of
+
+    tier = args.memory_tier
+    if tier is None:
+        try:
+            tier = suggest_memory_tier(args.vram, model.variant, counts=parameter_counts_of(model))
+        except ValueError as exc:
+            raise UsageError(f"--vram: {exc}") from None
+        logger.info("--vram %s GB: memory tier %s", args.vram, tier)
+    enable_memory_tier(model, tier, device=device)
+    return tier
+
+
 def prepare_generation(args: argparse.Namespace, specs: list[str]) -> GenerationSetup:
     """Validate the command line, load the model, estimate depth and resolve the trajectories.
 
@@ -300,8 +353,6 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     Raises:
         UsageError / FileNotFoundError / ValueError: bad input, naming the option.
     """
-    import torch
-
     from worldstereo.commands.render import preset_trajectory, resolve_trajectory, working_size
     from worldstereo.io.image import load_image, rescale_intrinsics
 
@@ -325,24 +376,9 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     device, dtype_name = _resolve_device(args.device, args.dtype)
 
     # -- model -------------------------------------------------------------------------------
-    from worldstereo.models.worldstereo import WorldStereo
-
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    logger.info("loading %s%s on %s (%s)", args.model, f" [{args.variant}]" if args.variant else "", device,
-                dtype_name)
-    try:
-        model = WorldStereo.from_pretrained(args.model, args.variant, torch_dtype=getattr(torch, dtype_name),
-                                            device=device)
-    except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
-        raise UsageError(f"--model: cannot load {args.model!r}: {exc}") from exc
-    timings["load_model"] = time.perf_counter() - t0
-    if model.is_distilled:
-        steps = _API_STEPS if args.steps is None else args.steps
-        guidance = _API_GUIDANCE if args.guidance is None else args.guidance
-    else:
-        steps = REFERENCE_STEPS if args.steps is None else args.steps
-        guidance = REFERENCE_GUIDANCE if args.guidance is None else args.guidance
+    model, timings["load_model"] = load_model(args, device, dtype_name)
+    steps, guidance = sampling_settings(args, model)
 
     # -- depth of the condition image (scales the presets, may give K) ----------------------
     t1 = time.perf_counter()
@@ -372,8 +408,51 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
         for spec in specs
     ]
     return GenerationSetup(model=model, image=image, height=height, width=width, trajectories=trajectories,
-                           depth_estimator=estimator, depth_source=source, steps=int(steps), guidance=float(guidance),
-                           device=device, dtype=dtype_name, timings=timings)
+                           depth_estimator=estimator, depth_source=source, steps=steps, guidance=guidance,
+                           device=device, dtype=dtype_name, timings=timings, memory_tier=memory_tier_of(model))
+
+
+def load_model(args: argparse.Namespace, device: str, dtype_name: str) -> tuple[Any, float]:
+    """Load ``--model`` (``--variant``) on ``device`` in ``dtype_name``; returns ``(model, seconds)``.
+
+    Raises:
+        UsageError: the checkpoint cannot be loaded (message names ``--model``).
+    """
+    import torch
+
+    from worldstereo.models.worldstereo import WorldStereo
+
+    _check_memory_options(args, device)
+    t0 = time.perf_counter()
+    logger.info("loading %s%s on %s (%s)", args.model, f" [{args.variant}]" if args.variant else "", device,
+                dtype_name)
+    tiered = getattr(args, "memory_tier", None) is not None or getattr(args, "vram", None) is not None
+    try:  # a memory tier places the model itself: load on the CPU
+        model = WorldStereo.from_pretrained(args.model, args.variant, torch_dtype=getattr(torch, dtype_name),
+                                            device=None if tiered else device)
+    except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
+        raise UsageError(f"--model: cannot load {args.model!r}: {exc}") from exc
+    if tiered:
+        _apply_memory_tier(args, model, device)
+    return model, time.perf_counter() - t0
+
+
+def memory_tier_of(model: Any) -> str | None:
+    """Name of the memory tier applied to ``model`` (``--memory-tier`` / ``--vram``), else None."""
+    handle = getattr(model, "_worldstereo_memory_tier", None)
+    return handle.tier.name if handle is not None else None
+
+
+def sampling_settings(args: argparse.Namespace, model: Any) -> tuple[int, float]:
+    """``(steps, guidance)`` for ``generate_video``: the options, else the reference's 40 steps and
+    guidance 5 (the distilled variant gets the API defaults, which it ignores without a warning)."""
+    if model.is_distilled:
+        steps = _API_STEPS if args.steps is None else args.steps
+        guidance = _API_GUIDANCE if args.guidance is None else args.guidance
+    else:
+        steps = REFERENCE_STEPS if args.steps is None else args.steps
+        guidance = REFERENCE_GUIDANCE if args.guidance is None else args.guidance
+    return int(steps), float(guidance)
 
 
 # --------------------------------------------------------------------------------------- output
@@ -414,7 +493,7 @@ def write_memory_outputs(out: Path, memory: Any) -> dict[str, Any]:
         memory.geometric.points.save_ply(out / "points.ply")
         info["points"] = "points.ply"
         info["num_points"] = len(memory.geometric.points)
-    else:
+    elif memory.geometric is not None:
         logger.warning("geometric memory is empty: no points.ply written")
     if memory.spatial is not None and len(memory.spatial) > 0:
         memory.spatial.export_worldmirror(out / "memory_bank")
@@ -444,6 +523,7 @@ def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str
         "variant": setup.model.variant,
         "device": setup.device,
         "dtype": setup.dtype,
+        "memory_tier": setup.memory_tier,
         "image": str(args.image),
         "image_size": [int(setup.image.shape[1]), int(setup.image.shape[2])],
         "height": setup.height,
@@ -474,25 +554,50 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``generate`` sub-command."""
     p = subparsers.add_parser(
         "generate",
-        help="generate a camera-controlled video from IMAGE along a trajectory",
+        help="generate a camera-controlled video from IMAGE along a trajectory, or run a reference inputs folder",
         description=(
             "Generate a video from IMAGE along a camera trajectory with a WorldStereo model. Writes video.mp4, "
             "render.mp4 + render_mask.mp4 (the ControlNet inputs, mask white = hole), camera.json (reference "
             "format at the generated size), image.png, memory_bank/ (memory variants), points.ply and "
-            "summary.json into --out."
+            "summary.json into --out. With --inputs FOLDER (instead of IMAGE and --trajectory) it runs a folder "
+            "in the reference implementation's example layout as the reference scripts would: images/<scene> "
+            "(one trajectory rendered from the image's depth), reconstruction/<scene> and panorama/<scene> "
+            "(the folder's own render.mp4 / render_mask.mp4 per trajectory with one shared frame bank; video_NN.mp4 "
+            "etc., see docs/cli.md)."
         ),
     )
-    p.add_argument("--trajectory", required=True,
+    p.add_argument("--trajectory", default=None,
                    help="preset name (forward, backward, left, right, up, down, pan_left, pan_right, tilt_up, "
                         "tilt_down, roll, zoom_in, zoom_out, dolly_zoom, orbit, spiral, eloop) or a trajectory "
-                        "file (.json: ours / reference camera.json / transforms.json; .npz; RealEstate10K .txt)")
-    add_generation_options(p)
+                        "file (.json: ours / reference camera.json / transforms.json; .npz; RealEstate10K .txt); "
+                        "required unless --inputs")
+    p.add_argument("--inputs", type=Path, default=None, metavar="FOLDER",
+                   help="a folder in the reference example layout (images/<scene>, reconstruction/<scene> or "
+                        "panorama/<scene>): image, prompt, cameras and, for the multi-trajectory kinds, the "
+                        "pre-rendered render.mp4 / render_mask.mp4 come from it; replaces IMAGE and --trajectory. "
+                        "Generation size and keyframe count default to the model's scale_map and nframe")
+    add_generation_options(p, image_optional=True)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``worldstereo generate``; returns the exit status."""
+    if args.inputs is not None:
+        from worldstereo.commands.inputs_folder import run_inputs_folder
+
+        if args.image is not None or args.trajectory is not None:
+            raise UsageError("--inputs: replaces IMAGE and --trajectory (the folder has the image and cameras); "
+                             "give one or the other")
+        return run_inputs_folder(args)
+    if args.image is None or args.trajectory is None:
+        raise UsageError("IMAGE and --trajectory are required (or --inputs FOLDER)")
+    return generate_one(args)
+
+
+def generate_one(args: argparse.Namespace, inputs_note: dict[str, Any] | None = None) -> int:
+    """One video from ``args.image`` along ``args.trajectory`` into ``args.out`` (the body of
+    ``worldstereo generate``); ``inputs_note`` is added to ``summary.json`` as ``"inputs"``."""
     from worldstereo.io.image import resize_image, save_image
     from worldstereo.pipeline import SceneMemory
 
@@ -522,6 +627,8 @@ def run(args: argparse.Namespace) -> int:
     })
     files.update({k: v for k, v in mem_info.items() if k in ("points", "memory_bank")})
     summary["files"] = dict(sorted(files.items()))
+    if inputs_note is not None:
+        summary["inputs"] = inputs_note
     summary["timings"] = {**setup.timings, **record.timings, "write": time.perf_counter() - t1,
                           "total": time.perf_counter() - t0}
     write_summary(out, summary)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .runner import run_conformance
+from .runner import case_kind, run_conformance
+
+#: case kinds whose every compared quantity is printed (the end-to-end intermediates), not only failures
+_ALWAYS_DETAILED = ("pipeline_camera", "pipeline_memory", "pipeline_dmd")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("directory", help="directory laid out like shared/conformance (one folder per case)")
     parser.add_argument("--case", action="append", dest="cases", help="run only this case (repeatable)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every compared quantity")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print every compared quantity (always done for the end-to-end pipeline_* cases)")
     args = parser.parse_args(argv)
     try:
         results = run_conformance(args.directory, args.cases)
@@ -30,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         n_fail += not ok
         worst = max((c.max_abs_err for c in checks), default=float("inf"))
         print(f"{'PASS' if ok else 'FAIL'}  {case:32s} checks={len(checks):3d}  max_abs_err={worst:.3e}")
+        detailed = args.verbose or case_kind(case) in _ALWAYS_DETAILED
         for c in checks:
-            if args.verbose or not c.passed:
+            if detailed or not c.passed:
                 mark = "ok " if c.passed else "BAD"
                 print(f"    {mark} {c.name:40s} err={c.max_abs_err:.3e} tol={c.tolerance:.1e} {c.detail}")
     print(f"{len(results) - n_fail} passed, {n_fail} failed")

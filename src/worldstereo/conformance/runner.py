@@ -10,7 +10,7 @@ from typing import Callable
 
 from .results import CheckResult
 
-__all__ = ["CASE_CHECKERS", "checker_for", "run_case", "run_conformance"]
+__all__ = ["CASE_CHECKERS", "case_kind", "checker_for", "run_case", "run_conformance"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +28,16 @@ CASE_CHECKERS: dict[str, str] = {
     "sampling_dmd": "worldstereo.conformance.sampling_checks:check_sampling_dmd",
     "sampling_unipc": "worldstereo.conformance.sampling_checks:check_sampling_unipc",
     "sampling_unipc_camera": "worldstereo.conformance.sampling_checks:check_sampling_unipc",
+    "pipeline_camera": "worldstereo.conformance.pipeline_checks:check_pipeline",
+    "pipeline_memory": "worldstereo.conformance.pipeline_checks:check_pipeline",
+    "pipeline_dmd": "worldstereo.conformance.pipeline_checks:check_pipeline",
 }
 
 
-def _case_kind(case_dir: Path) -> str | None:
+def case_kind(case_dir: str | Path) -> str | None:
     """Name under which ``case_dir`` is registered: its own name, or the longest registered prefix
-    (so ``transformer_memory_seed7`` is checked like ``transformer_memory``)."""
-    name = case_dir.name
+    (so ``transformer_memory_seed7`` is checked like ``transformer_memory``); None if unknown."""
+    name = Path(case_dir).name
     if name in CASE_CHECKERS:
         return name
     prefixes = [k for k in CASE_CHECKERS if name.startswith(k + "_")]
@@ -42,7 +45,7 @@ def _case_kind(case_dir: Path) -> str | None:
 
 
 def checker_for(case_dir: Path) -> Callable[[Path], list[CheckResult]] | None:
-    kind = _case_kind(case_dir)
+    kind = case_kind(case_dir)
     if kind is None:
         return None
     module_name, func_name = CASE_CHECKERS[kind].split(":")
@@ -78,5 +81,5 @@ def run_conformance(root: str | Path, cases: list[str] | None = None) -> dict[st
             raise ValueError(f"cases: {missing} are not case directories of {str(root)!r}")
         dirs = [root / c for c in cases]
     else:
-        dirs = sorted(p for p in root.iterdir() if p.is_dir() and _case_kind(p) is not None)
+        dirs = sorted(p for p in root.iterdir() if p.is_dir() and case_kind(p) is not None)
     return {d.name: run_case(d) for d in dirs}

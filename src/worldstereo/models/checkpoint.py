@@ -376,5 +376,5 @@ def save_transformer(model: Any, directory: str | os.PathLike) -> Path:
     tmp = d / f".model.safetensors.tmp{os.getpid()}"
     save_file(sd, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, d / "model.safetensors")
-    model.config.to_json_file(d / "config.json")
+    model.worldstereo_config.to_json_file(d / "config.json")
     return d / "model.safetensors"

@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import ftfy
 import numpy as np
 import torch
 from PIL import Image
@@ -45,22 +46,18 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 def prompt_clean(text: str) -> str:
-    """Clean a prompt like the reference (diffusers Wan ``prompt_clean``).
+    """Clean a prompt exactly like the reference (diffusers Wan ``prompt_clean``), step for step.
 
-    Steps: ``ftfy.fix_text`` (mojibake repair) when the optional package ``ftfy`` is installed —
-    when it is not, this step is skipped (ordinary ASCII/UTF-8 prompts are unaffected; only broken
-    encodings would differ from the reference); ``html.unescape`` applied twice; every run of
-    whitespace collapsed to one space; leading/trailing whitespace stripped.
+    1. ``ftfy.fix_text`` (repairs mojibake such as ``"â€”"`` -> ``"—"``);
+    2. ``html.unescape`` applied twice (``"&amp;amp;"`` -> ``"&"``), then leading/trailing
+       whitespace stripped;
+    3. every run of whitespace folded to one space, then stripped again.
+
+    Example: ``"A  camera &amp; the   garden "`` -> ``"A camera & the garden"``.
     """
     if not isinstance(text, str):
         raise TypeError(f"text: expected str, got {type(text).__name__}")
-    try:
-        import ftfy  # type: ignore[import-not-found]
-    except ImportError:
-        ftfy = None
-    if ftfy is not None:
-        text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return _WHITESPACE.sub(" ", text).strip()
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "latent_shape",
     "latent_stats",
     "normalize_latents",
     "denormalize_latents",
@@ -50,6 +51,13 @@ def _z_dim(vae: Any) -> int:
 def _spatial_factor(vae: Any) -> int:
     factor = getattr(vae.config, "scale_factor_spatial", None)
     return int(factor) if factor else 8
+
+
+def latent_shape(vae: Any, num_frames: int, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int, int]:
+    """Shape ``(batch, z_dim, num_frames, height / s, width / s)`` of the keyframe latents of a
+    ``num_frames``-frame video of ``height x width`` pixels (``s`` = the VAE's spatial factor, 8)."""
+    factor = _spatial_factor(vae)
+    return (int(batch), _z_dim(vae), int(num_frames), int(height) // factor, int(width) // factor)
 
 
 def latent_stats(vae: Any, device: torch.device | str | None = None,

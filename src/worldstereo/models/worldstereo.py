@@ -335,7 +335,7 @@ class WorldStereo(nn.Module):
     # ------------------------------------------------------------------ construction helpers
     def _setup(self, transformer: nn.Module, parts: Mapping[str, Any], scheduler: Any,
                global_memory_config: dict[str, Any], spatial_memory_config: dict[str, Any]) -> None:
-        config: WorldStereoConfig = transformer.config  # type: ignore[assignment]
+        config: WorldStereoConfig = transformer.worldstereo_config  # type: ignore[assignment]
         self._check_consistency(config, parts)
         self.transformer = transformer
         self.vae = parts["vae"]
