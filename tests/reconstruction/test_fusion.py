@@ -94,7 +94,7 @@ def test_fusion_streams_frames_in_chunks(scene, monkeypatch):
     cams = camera_arrays(scene["cams"])
     whole = fuse_depth_maps(scene["frames"], scene["depth"], cams, align=False)
     monkeypatch.setattr(fusion, "_CHUNK_PIXELS", 80 * 80)
-    assert fusion.frames_per_chunk(80, 80) == 1
+    assert fusion.frames_per_chunk(80, 80, fusion._CHUNK_PIXELS) == 1
     streamed = fuse_depth_maps(scene["frames"], scene["depth"], cams, align=False)
     assert streamed.xyz.shape == whole.xyz.shape
     np.testing.assert_allclose(streamed.xyz.numpy(), whole.xyz.numpy(), atol=1e-5)

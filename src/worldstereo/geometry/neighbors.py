@@ -6,13 +6,16 @@ PyTorch, the default on accelerators, where it avoids a round trip through host 
 
 Grid algorithm (a linear octree): points are sorted once by their Morton code on a 2^21-per-axis grid
 over the bounding box of points and queries; the Morton order groups every octree cell of every
-level into one contiguous range. The search starts at the level whose cells hold about ``k`` points
-on average: every query compares itself with all points of the 3x3x3 block of cells around its own
-cell (queries of one cell share the block, so distances are computed as dense (queries x candidates)
-tiles, bucketed by size). A result is accepted when the k-th distance does not exceed the distance
-from the query to the boundary of the block (no point outside can be nearer); the other queries move
-one level up (cells twice as large) until all are accepted — at the top level the block holds
-every point. The result is therefore exact (up to the order of equidistant neighbours).
+level into one contiguous range. The search starts at the finest level whose occupied cells hold
+about ``k / 3`` points on average: every query compares itself with all points of the 3x3x3 block of
+cells around its own cell (distances as dense (queries x candidates) tiles, query cells bucketed by
+their number of candidates). A result is accepted when the k-th distance does not exceed the
+distance from the query to the boundary of the block (no point outside can be nearer); the other
+queries move up to the level whose cells are as large as the k-th distance found (which bounds the
+true one), or two levels up when they had fewer than ``k`` candidates — at the top level the block
+holds every point. The result is therefore exact (up to the order of equidistant neighbours).
+Queries far from every point need coarse levels whose blocks hold many points; the KD-tree is the
+better choice for them on the CPU.
 """
 
 from __future__ import annotations
@@ -42,10 +45,6 @@ def _spread_bits(x: Tensor) -> Tensor:
 
 def _morton(ijk: Tensor) -> Tensor:
     return (_spread_bits(ijk[..., 0]) << 2) | (_spread_bits(ijk[..., 1]) << 1) | _spread_bits(ijk[..., 2])
-
-
-def _next_pow2(x: Tensor) -> Tensor:
-    return torch.exp2(torch.ceil(torch.log2(x.clamp_min(1).double()))).long()
 
 
 def knn_points(query: Tensor, points: Tensor, k: int, *, backend: str | None = None) -> tuple[Tensor, Tensor]:

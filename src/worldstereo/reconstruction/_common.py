@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CameraArrays", "camera_arrays", "median", "to_numpy", "to_tensor"]
+__all__ = ["CameraArrays", "camera_arrays", "frames_per_chunk", "median", "to_numpy", "to_tensor"]
 
 
 def to_tensor(x: Any, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
@@ -40,6 +40,12 @@ def to_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:
             x = x.float()
         x = x.numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def frames_per_chunk(height: int, width: int, pixels: int) -> int:
+    """How many frames of ``height`` x ``width`` are processed together when a chunk may hold
+    ``pixels`` pixels (at least one): the memory bound of the streaming loops."""
+    return max(1, pixels // (height * width))
 
 
 def median(x: Tensor, *, is_sorted: bool = False) -> Tensor:

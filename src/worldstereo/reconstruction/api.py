@@ -25,16 +25,15 @@ from torch import Tensor
 from worldstereo.geometry.pointcloud import PointCloud
 from worldstereo.geometry.render import render_point_cloud
 
-from ._common import CameraArrays, camera_arrays, to_tensor
+from ._common import CameraArrays, camera_arrays, frames_per_chunk, to_tensor
 from .fusion import estimate_normals, fuse_depth_maps
-from .metrics import masked_psnr, psnr_batch, reprojection_psnr, ssim_batch
+from .metrics import METRIC_CHUNK_PIXELS, masked_psnr, psnr_batch, reprojection_psnr, ssim_batch
 
 __all__ = ["METHODS", "Reconstruction", "reconstruct"]
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("point_cloud", "mesh", "neural_field")
-_METRIC_CHUNK_PIXELS = 1 << 21  # pixels rendered / compared at once by the quality metrics
 
 
 @dataclass(eq=False)
@@ -172,7 +171,7 @@ def _splat_psnr(xyz: Tensor, rgb: Tensor, frames: Tensor, cams: CameraArrays, de
     cloud = PointCloud(xyz.float(), rgb.float().clamp(0.0, 1.0))
     ps: list[float] = []
     ss: list[float] = []
-    step = max(1, _METRIC_CHUNK_PIXELS // (H * W))
+    step = frames_per_chunk(H, W, METRIC_CHUNK_PIXELS)
     for f0 in range(0, T, step):
         out = render_point_cloud(cloud, cams.w2c[f0:f0 + step], cams.K[f0:f0 + step], H, W, point_radius=0.0)
         d = depths[f0:f0 + step]

@@ -29,7 +29,7 @@ from worldstereo.geometry.neighbors import knn_points
 from worldstereo.geometry.projection import zbuffer
 from worldstereo.geometry.sampling import sample_bilinear
 
-from ._common import CameraArrays, camera_arrays, median, to_tensor
+from ._common import CameraArrays, camera_arrays, frames_per_chunk, median, to_tensor
 
 __all__ = [
     "FusedPoints",
@@ -61,11 +61,6 @@ class FusedPoints:
     normals: Tensor | None
     view_dirs: Tensor
     scales: Tensor
-
-
-def frames_per_chunk(height: int, width: int) -> int:
-    """Frames lifted / integrated together at this image size."""
-    return max(1, _CHUNK_PIXELS // (height * width))
 
 
 def _depth_input(depths: Any, valid: Any, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
@@ -537,7 +532,7 @@ def fuse_depth_maps(frames: Any, depths: Any, cams: Any, valid: Any = None, *, a
     scales_dev = scales.to(device=dev, dtype=torch.float32)
     centers = cams.centers.float()
     f_mean = (0.5 * (cams.K[:, 0, 0] + cams.K[:, 1, 1])).float()
-    step = frames_per_chunk(H, W)
+    step = frames_per_chunk(H, W, _CHUNK_PIXELS)
     n_raw = int(ok.sum())
     if n_raw == 0:
         raise ValueError("no valid depth in any frame; nothing to fuse")

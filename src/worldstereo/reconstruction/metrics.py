@@ -36,7 +36,7 @@ from worldstereo.geometry.neighbors import knn_points
 from worldstereo.geometry.projection import project_points
 from worldstereo.geometry.sampling import sample_bilinear
 
-from ._common import camera_arrays, to_tensor
+from ._common import camera_arrays, frames_per_chunk, to_tensor
 
 __all__ = [
     "PointCloudScores",
@@ -51,7 +51,7 @@ __all__ = [
     "warp_frame",
 ]
 
-_CHUNK_PIXELS = 1 << 21  # pixels of the frame pairs warped / compared at once
+METRIC_CHUNK_PIXELS = 1 << 21  # pixels of the frames rendered / warped / compared at once
 
 
 def _points(x: Any, name: str, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -461,7 +461,7 @@ def reprojection_psnr(frames: Any, depths: Any, cameras: Any, *, pairs: list[tup
     if pairs is None:
         pairs = [(t, t + 1) for t in range(T - 1)]
     psnrs, ssims, fracs = [], [], []
-    step = max(1, _CHUNK_PIXELS // (H * W))
+    step = frames_per_chunk(H, W, METRIC_CHUNK_PIXELS)
     for p0 in range(0, len(pairs), step):
         i = torch.tensor([p[0] for p in pairs[p0:p0 + step]], device=Fr.device)
         j = torch.tensor([p[1] for p in pairs[p0:p0 + step]], device=Fr.device)
