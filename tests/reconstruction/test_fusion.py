@@ -140,3 +140,12 @@ def test_reference_alignment_falls_back_to_aligned_frames(scene):
     ref = unproject_depth(depth[0], cams.K[0], cams.w2c[0])
     scales = align_depth_scales(depth * mult[:, None, None], cams, reference_xyz=ref)
     np.testing.assert_allclose(scales.numpy() * mult.numpy(), 1.0, rtol=1e-2)
+
+
+def test_median_relative_deviation_of_sorted_ratios():
+    rng = np.random.default_rng(6)
+    for n in (1, 2, 7, 400, 401):
+        r = torch.sort(torch.from_numpy(rng.uniform(0.5, 1.5, n))).values
+        for m in (float(r[n // 2]), 0.3, 1.7, 1.0):
+            expected = float(np.median(np.abs(r.numpy() / m - 1.0)))
+            assert fusion._median_relative_deviation(r, m) == pytest.approx(expected, abs=1e-12)

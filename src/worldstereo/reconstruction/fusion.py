@@ -131,7 +131,7 @@ class _ScaleFitter:
             r2 = r[(r / m - 1.0).abs() < 0.2]  # a contiguous, sorted range of r
             if r2.numel() >= self.min_overlap:
                 m = median(r2, is_sorted=True)
-            scale[b], resid[b], good[b] = float(m), float(median((r / m - 1.0).abs())), True
+            scale[b], resid[b], good[b] = float(m), _median_relative_deviation(r, float(m)), True
         return scale, resid, good
 
     def chain(self, s0: Tensor, count: int, warn: bool = True) -> tuple[Tensor, Tensor]:
@@ -166,6 +166,28 @@ class _ScaleFitter:
             n_fit += good.long()
         residual = torch.where(alive & (n_fit > 0), total / n_fit.clamp_min(1), torch.full_like(total, math.inf))
         return scales, residual
+
+
+def _median_relative_deviation(r: Tensor, m: float) -> float:
+    """Median of ``|r / m - 1|`` for sorted ``r``: the deviations below ``m`` (reversed) and above it
+    are two sorted sequences, whose k-th smallest value a bisection finds without a sort."""
+    split = int(torch.searchsorted(r, torch.tensor(m, dtype=r.dtype, device=r.device)))
+    below = (1.0 - r[:split] / m).flip(0)  # increasing
+    above = r[split:] / m - 1.0  # increasing
+    n = r.numel()
+
+    def kth(k: int) -> float:  # k-th smallest (1-based) of below + above
+        lo, hi = max(0, k - above.numel()), min(k, below.numel())
+        while lo < hi:  # the number i of values taken from ``below``
+            i = (lo + hi) // 2
+            if float(below[i]) < float(above[k - i - 1]):
+                lo = i + 1
+            else:
+                hi = i
+        cands = ([float(below[lo - 1])] if lo > 0 else []) + ([float(above[k - lo - 1])] if k - lo > 0 else [])
+        return max(cands)
+
+    return kth((n + 1) // 2) if n % 2 else 0.5 * (kth(n // 2) + kth(n // 2 + 1))
 
 
 def align_depth_scales(depths: Any, cams: Any, valid: Any = None, *, reference_xyz: Any = None,
