@@ -2,13 +2,19 @@
 
 Sub-commands live in :mod:`worldstereo.commands`; each module in :data:`COMMAND_MODULES` exposes
 ``register(subparsers)`` and sets ``func=run`` on its parser. Exit status: 0 on success, 2 for bad
-input (argument errors, missing or invalid files, unknown presets — the message names the option),
-1 for other failures.
+input (argument errors, missing, unreadable or invalid files, an unusable ``--out``, unknown presets —
+a one-line message names the option), 1 for other failures.
+
+Every command with an ``--out`` folder runs inside :func:`worldstereo.io.output_folder.output_folder`:
+``--out`` is checked before any work, the command writes into a staging folder next to it, and the
+staging folder replaces ``--out`` in one atomic step when the command succeeds (see
+``docs/reliability.md``). A command opts out with ``set_defaults(output_folder_arg=None)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -23,8 +29,14 @@ logger = logging.getLogger("worldstereo")
 #: sub-command modules under ``worldstereo.commands``, in ``--help`` order
 COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct")
 
+#: most CPU threads ``--threads`` accepts (torch crashes with absurd values)
+MAX_THREADS = 256
+
 #: exceptions reported as bad input (exit status 2) without a traceback
-_BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
+_BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ImportError)
+#: other OSErrors that come from a bad path given by the user (exit status 2)
+_BAD_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENOTDIR,
+                    errno.EISDIR, errno.ENOENT}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     _configure_logging(args.verbose, args.quiet)
-    if args.threads is not None and args.threads < 1:
-        logger.error("error: --threads: expected a positive integer, got %s", args.threads)
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        logger.error("error: --threads: expected a positive integer (at most %d), got %s", MAX_THREADS, args.threads)
         return 2
     previous_threads = None
     if args.threads is not None:
@@ -82,27 +94,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(args.threads)
     try:
-        return int(args.func(args) or 0)
+        return _run_command(args)
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
-    except _BAD_INPUT as exc:
-        if args.verbose:
-            logger.exception("error")
-        else:
-            logger.error("error: %s", exc)
-        return 2
     except Exception as exc:  # noqa: BLE001 - the CLI reports every failure with a message
+        bad_input = isinstance(exc, _BAD_INPUT) or (isinstance(exc, OSError) and exc.errno in _BAD_PATH_ERRNOS)
         if args.verbose:
-            logger.exception("failed")
+            logger.exception("error" if bad_input else "failed")
+        elif bad_input:
+            logger.error("error: %s", _one_line(exc))
         else:
-            logger.error("failed: %s: %s (run with -v for the traceback)", type(exc).__name__, exc)
-        return 1
+            logger.error("failed: %s: %s (run with -v for the traceback)", type(exc).__name__, _one_line(exc))
+        return 2 if bad_input else 1
     finally:
         if previous_threads is not None:  # main() may run inside a larger process (tests, notebooks)
             import torch
 
             torch.set_num_threads(previous_threads)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (newlines of multi-line messages folded)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``args.func(args)``, inside a transactional output folder when the command has ``--out``."""
+    attr = getattr(args, "output_folder_arg", "out")
+    if attr is None or getattr(args, attr, None) is None:
+        return int(args.func(args) or 0)
+    from worldstereo.io.output_folder import output_folder
+
+    target = getattr(args, attr)
+    with output_folder(target, owner=args.command, option="--" + attr.replace("_", "-")) as staged:
+        setattr(args, attr, staged.path)
+        args.output_target = staged.target
+        try:
+            code = int(args.func(args) or 0)
+        finally:
+            setattr(args, attr, target)
+        if code != 0:
+            staged.discard()
+    if code == 0:
+        logger.info("results in %s", staged.target)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
