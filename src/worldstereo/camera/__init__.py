@@ -12,6 +12,7 @@ from .embedding import (
     pose_tokens,
     unified_camera_normalization,
 )
+from .interpolation import catmull_rom, interpolate_keyframes
 from .fit import DEFAULT_MIN_COVERAGE, TrajectoryFit, fit_trajectory, scene_median_depth
 from .keyframes import sample_align_nframe, trajectory_subsample_linspace
 from .presets import PRESET_NAMES, look_at_w2c
@@ -36,6 +37,8 @@ __all__ = [
     "camera_qt_tokens",
     "pose_tokens",
     "trajectory_subsample_linspace",
+    "interpolate_keyframes",
+    "catmull_rom",
     "sample_align_nframe",
     "assign_scale",
     "DEFAULT_SCALE_MAP",
