@@ -35,7 +35,7 @@ __all__ = ["COMMAND_MODULES", "available_cpus", "build_parser", "default_threads
 logger = logging.getLogger("worldstereo")
 
 #: sub-command modules under ``worldstereo.commands``, in ``--help`` order
-COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct")
+COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct", "app")
 
 #: most CPU threads ``--threads`` accepts (torch crashes with absurd values)
 MAX_THREADS = 256
