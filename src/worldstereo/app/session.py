@@ -83,8 +83,10 @@ APP_MAX_FRAMES = 121
 APP_MAX_SIDE = 1280
 #: uploaded images are shrunk to this longest side first (the models work at about 480 x 832)
 MAX_SOURCE_SIDE = 2048
-#: panoramas are lifted at this size (height, width): 0.5 M points, under the memory's point cap
-PANORAMA_SIZE = (512, 1024)
+#: larger panoramas are shrunk to this size (height, width) first; smaller ones are lifted as they are, like
+#: generate_video does (a panorama's points should be about as dense as the pixels of the views rendered from it:
+#: 4096 columns give 0.09 degrees per point, an 832-pixel-wide 60-degree view 0.07 degrees per pixel)
+PANORAMA_SIZE = (2048, 4096)
 #: ways to define the camera path
 PATH_MODES = ("preset", "keyframes", "file")
 #: bundled examples: name -> procedural room seed (exact depth, no download)
@@ -146,7 +148,7 @@ class Scene:
     Attributes:
         name: what was loaded (file name or example).
         source: (3, Hs, Ws) float in [0, 1]: the image generation is given (a photo shrunk to at most
-            :data:`MAX_SOURCE_SIDE`, a panorama at :data:`PANORAMA_SIZE`).
+            :data:`MAX_SOURCE_SIDE`, a panorama to at most :data:`PANORAMA_SIZE`).
         depth: (Hs, Ws) z-depth (range for panoramas) in scene units, 0 = invalid.
         valid: (Hs, Ws) bool.
         depth_source: where the depth came from, for the interface.
@@ -529,7 +531,14 @@ class AppSession:
 
         scene = self.require_scene()
         p = Path(path)
-        image_size = (int(scene.source.shape[-2]), int(scene.source.shape[-1]))
+        # intrinsics in pixels of: the size the file states (ours, camera.json with width/height), else the image
+        image_size: tuple[int, int] | None = (int(scene.source.shape[-2]), int(scene.source.shape[-1]))
+        if p.suffix.lower() == ".json":
+            from worldstereo.io.files import read_json_file
+
+            doc = read_json_file(p, "trajectory file", "trajectory JSON file")
+            if isinstance(doc, dict) and "width" in doc and "height" in doc:
+                image_size = None
         traj = load_trajectory_file(p, image_size=image_size, option="trajectory file")
         if len(traj) > 100_000:
             raise ValueError(f"trajectory file: {len(traj)} cameras; at most 100000")
