@@ -325,7 +325,7 @@ def test_document_examples_run(document, stand_ins, tmp_path, monkeypatch):
         assert ran > 0, f"{document.name}: no example ran"
 
 
-@pytest.mark.parametrize("command", ["render", "demo", "generate", "multi-view", "reconstruct"])
+@pytest.mark.parametrize("command", ["render", "demo", "generate", "multi-view", "reconstruct", "app"])
 def test_help_is_plain_text(command, capsys):
     """`--help` is read in a terminal: no reStructuredText markup from docstrings."""
     assert main([command, "--help"]) == 0

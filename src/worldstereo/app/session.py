@@ -257,6 +257,11 @@ class AppSession:
         self._counter = 0
 
     # ------------------------------------------------------------------------------ lifecycle
+    def __deepcopy__(self, memo: dict) -> AppSession:
+        """A session is a handle on its folder, its cancel flag and the shared models: a copy is the
+        same session (the web framework deep-copies state values)."""
+        return self
+
     def close(self) -> None:
         """Delete the session folder (called when the browser session ends)."""
         shutil.rmtree(self.workdir, ignore_errors=True)
