@@ -984,9 +984,13 @@ def reconstruct_3d(
 
     estimator = _resolve_depth_estimator(model, frame_depth)
     reference_points = memory.geometric.points if memory.geometric is not None and not memory.geometric.is_empty else None
-    result = reconstruct(frames, trajectory, method=reconstruction_method, depth=estimator,
-                         reference_points=reference_points)
-    rec = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+    from .optimization import execution_device
+
+    # reconstruct on the accelerator the model generated on (the frames come back on the CPU)
+    result = reconstruct(frames.to(execution_device(model)), trajectory, method=reconstruction_method,
+                         depth=estimator, reference_points=reference_points)
+    rec = {key: value.cpu() if isinstance(value, Tensor) else value
+           for key, value in (result.as_dict() if hasattr(result, "as_dict") else dict(result)).items()}
     rec.setdefault("cameras", trajectory)
     video: Union[Tensor, np.ndarray] = frames if output_format != "numpy" else frames.permute(0, 2, 3, 1).numpy()
     return video, rec
