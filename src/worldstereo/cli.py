@@ -4,6 +4,10 @@ Sub-commands live in :mod:`worldstereo.commands`; each module in :data:`COMMAND_
 ``register(subparsers)`` and sets ``func=run`` on its parser. Exit status: 0 on success, 2 for bad
 input (argument errors, missing or invalid files, unknown presets — the message names the option),
 1 for other failures.
+
+Under ``torchrun`` (``torchrun --nproc-per-node N -m worldstereo ...``) only rank 0 logs at the
+chosen level and shows progress bars; the other ranks log warnings and errors only. A process group
+the command initialised is destroyed when it ends.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,7 +26,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 logger = logging.getLogger("worldstereo")
 
 #: sub-command modules under ``worldstereo.commands``, in ``--help`` order
-COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct")
+COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct", "batch")
 
 #: exceptions reported as bad input (exit status 2) without a traceback
 _BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
@@ -46,8 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if _rank() != 0 and not verbose:
+        level = logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
     root = logging.getLogger("worldstereo")
@@ -72,10 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     _configure_logging(args.verbose, args.quiet)
+    if _rank() != 0 and hasattr(args, "no_progress"):
+        args.no_progress = True  # one set of progress bars: rank 0's
     if args.threads is not None and args.threads < 1:
         logger.error("error: --threads: expected a positive integer, got %s", args.threads)
         return 2
     previous_threads = None
+    had_process_group = _process_group_exists()  # one a command initialises is destroyed at the end
     if args.threads is not None:
         import torch
 
@@ -103,6 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(previous_threads)
+        if not had_process_group and _process_group_exists():
+            sys.modules["torch.distributed"].destroy_process_group()
+
+
+def _process_group_exists() -> bool:
+    """Whether a torch.distributed process group exists (without importing torch for it)."""
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist is not None and dist.is_available() and dist.is_initialized())
 
 
 if __name__ == "__main__":  # pragma: no cover
