@@ -26,6 +26,14 @@ from worldstereo.testing import tiny_model
 H = W = 32
 F = 4  # 4 frames of 2x2 tokens: 16 target tokens, 4 per reference -> divisible by 2
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker process: tiny models, no thread contention
+    yield
+    torch.set_num_threads(previous)
+
 #: (variant, mode, fsdp); guidance 3 for the UniPC variants (the DMD variant ignores it)
 CASES = [
     ("worldstereo-camera", "ulysses", False),

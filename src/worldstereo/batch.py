@@ -35,7 +35,7 @@ field                       type (default)                  meaning
 ``variant``                 model type                      must match the model (checked before loading)
 ==========================  ==============================  ==============================================
 
-Unknown fields are errors. **Every line is validated before any model work** (JSON, types, ranges,
+``null`` means "not given" for the fields without a default value. Unknown fields are errors. **Every line is validated before any model work** (JSON, types, ranges,
 files exist, preset names and their parameters, unique outputs); all problems are reported at once by
 a :class:`JobsFileError` naming the line and the field. What can only be found by doing the job (an
 unreadable image or trajectory file, a depth map of the wrong size) fails that job alone.
@@ -307,7 +307,9 @@ def _validate_one(raw: Any, line: int, base: Path, defaults: Mapping[str, Any],
             problems.append((line, name, "required"))
     values: dict[str, Any] = {}
     for name, (check, default, _) in JOB_FIELDS.items():
-        if name in raw:
+        if name in raw and raw[name] is None and default is None:
+            values[name] = defaults.get(name)  # null = not given
+        elif name in raw:
             try:
                 values[name] = check(raw[name])
             except _FieldError as exc:

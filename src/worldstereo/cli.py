@@ -87,8 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     _configure_logging(args.verbose, args.quiet)
-    if _rank() != 0 and hasattr(args, "no_progress"):
-        args.no_progress = True  # one set of progress bars: rank 0's
+    if _rank() != 0:  # one set of progress bars: rank 0's (also Hugging Face's loading bars)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if hasattr(args, "no_progress"):
+            args.no_progress = True
     if args.threads is not None and args.threads < 1:
         logger.error("error: --threads: expected a positive integer, got %s", args.threads)
         return 2
