@@ -1,16 +1,21 @@
 import json
+import re
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from tests.models._tiny import inputs, randomize_, tiny_config
 from worldstereo.models.checkpoint import (
     CheckpointError,
+    check_finite,
     load_state_dict_file,
     load_transformer,
     parameter_dtype,
     read_safetensors,
+    read_safetensors_specs,
     save_transformer,
 )
 from worldstereo.models.transformer import WorldStereoTransformer
@@ -37,7 +42,7 @@ def _case_copy(tmp_path, saved, mutate):
     sd = load_file(str(d / "model.safetensors"))
     mutate(sd)
     out = tmp_path / "case"
-    out.mkdir()
+    out.mkdir(parents=True)
     save_file(sd, str(out / "model.safetensors"))
     (out / "config.json").write_text((d / "config.json").read_text())
     return out
@@ -227,3 +232,204 @@ def test_base_transformer_does_not_hide_missing_or_extra_keys(tmp_path, saved):
     (case / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="missing keys"):
         load_transformer(case)
+
+
+# ----------------------------------------------------------------------------- malformed files
+def _raw_safetensors(path, header, data=b""):
+    import struct
+
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+@pytest.mark.parametrize("header, data, words", [
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "invalid offset"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, "not fully covered"),
+    ({"a": {"dtype": "U8", "shape": [10**12], "data_offsets": [0, 10**12]}}, b"\0" * 4, "not fully covered"),
+    (b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1e12]}}', b"\0", "invalid JSON"),
+    ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "invalid shape"),
+    ({"a": {"dtype": "XX", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "unknown variant"),
+    ({"a": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}, b"\0" * 2, "supported"),
+    ({"a": 3}, b"", "invalid"),
+    (b"[1, 2]", b"", "invalid"),
+    (b"{not json", b"", "invalid JSON"),
+    (b'{"a": {"dtype": "F32", "shape": [4611686018427387904, 4], "data_offsets": [0, 8]}}', b"\0" * 8, "overflow"),
+])
+def test_malformed_safetensors_is_a_checkpoint_error_naming_the_file(tmp_path, header, data, words):
+    """Validated by the safetensors library: never a huge allocation, KeyError or TypeError."""
+    path = _raw_safetensors(tmp_path / "w.safetensors", header, data)
+    readers = (read_safetensors, load_state_dict_file) if words == "supported" else \
+        (read_safetensors, read_safetensors_specs, load_state_dict_file)  # a valid header of another dtype
+    for read in readers:
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        assert str(path) in str(info.value) and words in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("raw", [b"", b"abc", b"\xff" * 8 + b"{}", b"\x02\x00\x00\x00\x00\x00\x00\x00{}extra"])
+def test_short_or_garbage_files(tmp_path, raw):
+    (tmp_path / "w.safetensors").write_bytes(raw)
+    with pytest.raises(CheckpointError, match="w.safetensors"):
+        read_safetensors(tmp_path / "w.safetensors")
+
+
+def test_malformed_weights_in_a_checkpoint_folder(tmp_path, saved):
+    d, _ = saved
+    case = tmp_path / "case"
+    case.mkdir()
+    (case / "config.json").write_text((d / "config.json").read_text())
+    _raw_safetensors(case / "model.safetensors", {"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 10**12]}},
+                     b"\0")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_transformer(case)
+
+
+def test_non_finite_weights_are_refused_with_the_tensor_name(tmp_path, saved):
+    key = "blocks.1.ffn.net.0.proj.weight"
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        case = _case_copy(tmp_path / str(bad), saved, lambda sd: sd[key].view(-1).__setitem__(7, bad))
+        with pytest.raises(CheckpointError, match=rf"tensor '{re.escape(key)}' contains non-finite values"):
+            load_transformer(case)
+    # finite in the file but beyond float16: named as an overflow of the load dtype
+    case = _case_copy(tmp_path / "big", saved, lambda sd: sd[key].view(-1).__setitem__(0, 1e6))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(key)}' has values beyond the range of torch.float16"):
+        load_transformer(case, torch_dtype=torch.float16)
+    assert load_transformer(case, torch_dtype=torch.bfloat16).state_dict()[key].view(-1)[0] == 1e6 - 1e6 % 4096
+
+
+def test_check_finite_names_the_tensor_and_counts():
+    t = torch.zeros(4, 6)
+    check_finite(t, "x")
+    t[3, 5], t[0, 0], t[1, 1] = float("nan"), float("inf"), -float("inf")
+    with pytest.raises(CheckpointError, match=r"src: tensor 'x' contains non-finite values \(1 NaN and 2 infinite "
+                                              r"of 24\)"):
+        check_finite(t, "x", "src")
+    check_finite(torch.tensor([1, 2]), "ints")  # integer tensors are not checked
+
+
+def test_sharded_index_is_validated(tmp_path, saved):
+    d, model = saved
+    full = load_file(str(d / "model.safetensors"))
+    keys = sorted(full)
+    case = tmp_path / "sharded"
+    case.mkdir()
+    (case / "config.json").write_text((d / "config.json").read_text())
+    half = len(keys) // 2
+    save_file({k: full[k] for k in keys[:half]}, str(case / "part-1.safetensors"))
+    save_file({k: full[k] for k in keys[half:]}, str(case / "part-2.safetensors"))
+    index = {"weight_map": {k: ("part-1.safetensors" if i < half else "part-2.safetensors") for i, k in enumerate(keys)}}
+    (case / "model.safetensors.index.json").write_text(json.dumps(index))
+    loaded = load_transformer(case)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in full.items())
+    bad = dict(index["weight_map"], **{keys[0]: "../../etc/passwd.safetensors"})
+    (case / "model.safetensors.index.json").write_text(json.dumps({"weight_map": bad}))
+    with pytest.raises(CheckpointError, match="file name in the same folder"):
+        load_transformer(case)
+    bad = dict(index["weight_map"], **{keys[0]: "part-2.safetensors"})
+    (case / "model.safetensors.index.json").write_text(json.dumps({"weight_map": bad}))
+    with pytest.raises(CheckpointError, match="the index says"):
+        load_transformer(case)
+    for content in ("[1]", "{\"weight_map\": 3}", "{\"weight_map\": {\"a\": 5}}", "{{{"):
+        (case / "model.safetensors.index.json").write_text(content)
+        with pytest.raises(CheckpointError, match="model.safetensors.index.json"):
+            load_transformer(case)
+
+
+def test_parameter_count_reported_before_allocation(tmp_path, saved, monkeypatch):
+    """A config describing more layers than the file holds fails on the meta-device comparison with
+    the counts first, the key listing truncated, and no tensor read."""
+    from worldstereo.models import checkpoint as ck
+
+    d, _ = saved
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["transformer"]["num_layers"] = 40
+    case = tmp_path / "deep"
+    case.mkdir()
+    (case / "config.json").write_text(json.dumps(cfg))
+    (case / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes())
+    monkeypatch.setattr(ck, "read_safetensors", lambda *a, **k: pytest.fail("tensor data read before the check"))
+    with pytest.raises(CheckpointError) as info:
+        load_transformer(case)
+    msg = str(info.value)
+    assert re.search(r"the config describes [\d,]+ parameters in \d+ tensors, the weight file\(s\) hold [\d,]+", msg)
+    assert "missing keys (" in msg and "... and" in msg and len(msg) < 10000
+
+
+def test_save_transformer_keeps_unrelated_files(tmp_path, saved):
+    _, model = saved
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("x")
+    save_transformer(model, folder)
+    save_transformer(model, folder)
+    assert (folder / "thesis.txt").read_text() == "x"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "thesis.txt",
+                                                        "worldstereo_manifest.json"]
+
+
+# ----------------------------------------------------------------------------- property-based
+def _header_bytes(header) -> bytes:
+    import struct
+
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+_dtypes = st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "C64", "XX", 3])
+_tensor_entry = st.fixed_dictionaries({
+    "dtype": _dtypes,
+    "shape": st.lists(st.integers(min_value=-2, max_value=2**40), max_size=3) | st.just("x"),
+    "data_offsets": st.lists(st.integers(min_value=-5, max_value=10**13), min_size=0, max_size=3)
+    | st.lists(st.floats(), max_size=2),
+})
+_headers = st.dictionaries(st.sampled_from(["a", "b", "proj_out.bias", "__metadata__"]), _tensor_entry
+                           | st.integers() | st.text(max_size=5), max_size=3)
+_files = st.binary(max_size=300) | st.builds(lambda h, d: _header_bytes(h) + d, _headers, st.binary(max_size=64))
+
+
+@settings(max_examples=120, deadline=None)
+@given(raw=_files)
+def test_arbitrary_bytes_as_safetensors_raise_only_checkpoint_errors(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("st") / "model.safetensors"
+    path.write_bytes(raw)
+    for read in (read_safetensors, read_safetensors_specs):
+        try:
+            read(path)
+        except CheckpointError as exc:
+            assert str(path) in str(exc)
+
+
+@settings(max_examples=40, deadline=None)
+@given(raw=_files)
+def test_arbitrary_bytes_as_model_weights_raise_only_checkpoint_errors(tmp_path_factory, saved, raw):
+    d, _ = saved
+    folder = tmp_path_factory.mktemp("ckpt")
+    (folder / "config.json").write_text((d / "config.json").read_text())
+    (folder / "model.safetensors").write_bytes(raw)
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_transformer(folder)
+
+
+def test_memory_map_fallback_reads_the_same_tensors(saved, monkeypatch):
+    """safetensors without the pread backend: memory-mapped reads, the file re-opened every
+    MMAP_REOPEN_BYTES; the result is bit-identical."""
+    from worldstereo.models import checkpoint as ck
+
+    d, model = saved
+    opened = []
+    real_open = ck.safe_open
+
+    def old_safe_open(path, framework, device="cpu", **kwargs):
+        if "backend" in kwargs:
+            raise TypeError("safe_open() got an unexpected keyword argument 'backend'")
+        opened.append(path)
+        return real_open(path, framework, device=device)
+
+    monkeypatch.setattr(ck, "safe_open", old_safe_open)
+    monkeypatch.setattr(ck, "_PREAD", None)
+    monkeypatch.setattr(ck, "MMAP_REOPEN_BYTES", 50_000)
+    loaded = load_transformer(d)
+    assert ck._PREAD is False and len(opened) > 3  # re-opened along the way
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())

@@ -1,9 +1,12 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.models._tiny import config_dict
-from worldstereo.models.config import ControlNetConfig, WanBackboneConfig, WorldStereoConfig
+from worldstereo.config_checks import ConfigError, ConfigTypeError
+from worldstereo.models.config import BACKBONE_LIMITS, ControlNetConfig, WanBackboneConfig, WorldStereoConfig
 
 
 @pytest.mark.parametrize("case", ["transformer_camera", "transformer_memory", "transformer_memory_update_ref"])
@@ -106,3 +109,126 @@ def test_json_file_round_trip(tmp_path):
         WorldStereoConfig.from_json_file(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError):
         WorldStereoConfig.from_json_file(tmp_path / "missing.json")
+
+
+# ----------------------------------------------------------------------------- bounds and types
+@pytest.mark.parametrize("where, key, value, words, exc", [
+    ("transformer", "num_layers", 1_000_000_000, "transformer.num_layers: expected an integer in [1, 256]", ConfigError),
+    ("transformer", "ffn_dim", 10**7, "transformer.ffn_dim: expected an integer in [1, 262144]", ConfigError),
+    ("transformer", "num_attention_heads", 10**6, "transformer.num_attention_heads", ConfigError),
+    ("transformer", "rope_max_seq_len", 10**9, "transformer.rope_max_seq_len", ConfigError),
+    ("transformer", "text_dim", -3, "transformer.text_dim", ConfigError),
+    ("transformer", "eps", float("nan"), "transformer.eps: expected a finite number", ConfigError),
+    ("transformer", "eps", float("inf"), "transformer.eps", ConfigError),
+    ("transformer", "num_layers", True, "transformer.num_layers", ConfigTypeError),
+    ("transformer", "num_layers", 2.0, "transformer.num_layers", ConfigTypeError),
+    ("transformer", "patch_size", [1, 2, 10**6], "transformer.patch_size[2]", ConfigError),
+    ("transformer", "patch_size", "122", "transformer.patch_size", ConfigError),
+    ("transformer", "cross_attn_norm", 1, "transformer.cross_attn_norm: expected true or false", ConfigTypeError),
+    ("controlnet_cfg", "num_layers", 10**9, "controlnet_cfg.num_layers: expected an integer in [1, 256]", ConfigError),
+    ("controlnet_cfg", "mid_channels", 10**9, "controlnet_cfg.mid_channels", ConfigError),
+    ("controlnet_cfg", "camera_embedding_dim", 10**9, "controlnet_cfg.camera_embedding_dim", ConfigError),
+    ("controlnet_cfg", "interp", "yes", "controlnet_cfg.interp", ConfigTypeError),
+    ("config", "nframe", 10**9, "config.nframe: expected an integer in [1, 1024]", ConfigError),
+    ("config", "gen_shift", float("nan"), "config.gen_shift: expected a finite number", ConfigError),
+    ("config", "dmd_end_steps", float("inf"), "config.dmd_end_steps", ConfigError),
+    ("config", "dmd_steps", False, "config.dmd_steps", ConfigTypeError),
+    ("config", "scale_map", [[480, 10**9]], "config.scale_map", ConfigError),
+    ("config", "negative_prompt", "x" * 200_000, "config.negative_prompt: expected at most", ConfigError),
+    ("config", "base_model", 5, "config.base_model: expected a string", ConfigTypeError),
+])
+def test_every_field_has_a_type_and_bounds(where, key, value, words, exc):
+    d = config_dict("worldstereo-memory")
+    target = d if where == "config" else d[where]
+    target[key] = value
+    with pytest.raises(ValueError) as info:  # ConfigError, or ConfigTypeError (also a TypeError)
+        WorldStereoConfig.from_dict(d)
+    assert words in str(info.value), str(info.value)
+    assert type(info.value) is exc
+
+
+def test_type_errors_are_both_type_and_value_errors():
+    d = config_dict()
+    d["transformer"]["num_layers"] = True
+    with pytest.raises(TypeError) as info:
+        WorldStereoConfig.from_dict(d)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, ConfigTypeError)
+
+
+def test_huge_config_fails_before_anything_is_built(tmp_path, monkeypatch):
+    """config.json with transformer.num_layers = 1e9: refused at once, the model never built."""
+    from worldstereo.models import checkpoint as ck
+    from worldstereo.models.checkpoint import load_transformer
+
+    d = config_dict()
+    d["transformer"]["num_layers"] = 1_000_000_000
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(ck, "meta_transformer", lambda *a: pytest.fail("model built before validation"))
+    with pytest.raises(ValueError, match=r"config\.json'?: transformer\.num_layers: expected an integer in "
+                                         r"\[1, 256\], got 1000000000"):
+        load_transformer(tmp_path)
+
+
+def test_nan_literal_in_config_json_is_refused_naming_the_field(tmp_path):
+    text = json.dumps(dict(config_dict(), gen_shift=float("nan")))
+    assert '"gen_shift": NaN' in text
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ValueError, match=r"config\.json.*config\.gen_shift: expected a finite number"):
+        WorldStereoConfig.from_json_file(tmp_path)
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        WorldStereoConfig.from_json_file(tmp_path)
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="config.json"):
+        WorldStereoConfig.from_json_file(tmp_path)
+
+
+# ----------------------------------------------------------------------------- property-based
+_json_scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | \
+    st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20)
+_json_values = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=4)
+                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+_FIELDS = [("config", k) for k in config_dict("worldstereo-memory") if k not in ("transformer", "controlnet_cfg")] + \
+    [("transformer", k) for k in config_dict()["transformer"]] + \
+    [("controlnet_cfg", k) for k in config_dict("worldstereo-memory")["controlnet_cfg"]] + \
+    [("config", "transformer"), ("config", "controlnet_cfg"), ("config", "dmd_start_steps"), ("config", "gen_shift")]
+
+
+def _only_documented_errors(data) -> None:
+    try:
+        cfg = WorldStereoConfig.from_dict(data)
+    except ValueError:  # ConfigError and ConfigTypeError (the latter also a TypeError)
+        return
+    # accepted: the values are within the documented bounds and round-trip
+    assert WorldStereoConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.transformer is None or cfg.transformer.num_layers <= BACKBONE_LIMITS["num_layers"][1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=_json_values)
+def test_arbitrary_json_config_raises_only_documented_errors(data):
+    _only_documented_errors(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(_FIELDS), value=_json_values, model_type=st.sampled_from(
+    ["worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd"]))
+def test_one_arbitrary_field_raises_only_documented_errors(field, value, model_type):
+    d = config_dict(model_type)
+    where, key = field
+    (d if where == "config" else d[where])[key] = value
+    _only_documented_errors(d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(raw=st.binary(max_size=200) | _json_values.map(lambda v: json.dumps(v).encode()))
+def test_arbitrary_config_file_raises_only_documented_errors(tmp_path_factory, raw):
+    from worldstereo.models.checkpoint import read_checkpoint_config
+
+    folder = tmp_path_factory.mktemp("cfg")
+    (folder / "config.json").write_bytes(raw)
+    try:
+        read_checkpoint_config(folder)
+    except ValueError as exc:
+        assert "config.json" in str(exc)

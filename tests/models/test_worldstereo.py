@@ -1,6 +1,7 @@
 """WorldStereo wrapper: building, conditioning helpers, save/load round trip, checkpoint layouts."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -163,13 +164,32 @@ def test_constructor_errors():
         WorldStereo(vdm_config=cfg, components={"tokeniser": tiny_tokenizer()})
 
 
-def test_save_replaces_existing_folder_atomically(models, tmp_path):
+def test_save_into_existing_folder_keeps_unrelated_files(models, tmp_path):
+    """Like diffusers: only the checkpoint's own files are written; a user's file stays, and saving
+    another variant over the folder replaces the checkpoint and removes files only the old save had."""
     folder = tmp_path / "m"
     folder.mkdir()
-    (folder / "stale.txt").write_text("old")
+    (folder / "thesis.txt").write_text("years of work")
+    (folder / "vae").mkdir()
+    (folder / "vae" / "notes.md").write_text("mine")
     models["worldstereo-camera"].save_pretrained(folder)
-    assert not (folder / "stale.txt").exists() and (folder / MARKER_FILE).is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    assert (folder / "thesis.txt").read_text() == "years of work"
+    assert (folder / "vae" / "notes.md").read_text() == "mine"
+    assert (folder / MARKER_FILE).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # nothing next to the folder
+    assert not [p for p in folder.rglob("*") if "worldstereo-" in p.name and p.name != "worldstereo_config.json"
+                and p.name != "worldstereo_manifest.json"]
+    _assert_same_weights(models["worldstereo-camera"], WorldStereo.from_pretrained(folder))
+    # a file of the first save that the second one does not write is removed; the user's files stay
+    (folder / "text_encoder" / "extra_own.json").write_text("{}")
+    manifest = json.loads((folder / "worldstereo_manifest.json").read_text())
+    manifest["files"]["text_encoder/extra_own.json"] = 2
+    (folder / "worldstereo_manifest.json").write_text(json.dumps(manifest))
+    models["worldstereo-memory"].save_pretrained(folder)
+    assert not (folder / "text_encoder" / "extra_own.json").exists()
+    assert (folder / "thesis.txt").read_text() == "years of work"
+    assert (folder / "vae" / "notes.md").read_text() == "mine"
+    _assert_same_weights(models["worldstereo-memory"], WorldStereo.from_pretrained(folder))
 
 
 # ----------------------------------------------------------------------------- reference layouts
@@ -293,6 +313,7 @@ def _copy_and_edit_weights(src: Path, dst: Path, edit) -> Path:
     state = load_file(dst / "model.safetensors")
     edit(state)
     save_file(state, dst / "model.safetensors")
+    (dst / "worldstereo_manifest.json").unlink()  # edited by hand: the save's manifest no longer applies
     return dst
 
 
@@ -315,6 +336,7 @@ def test_strict_loading_names_the_bad_key(saved, tmp_path):
     state = load_file(vae_file)
     state["bogus.vae"] = torch.zeros(1)
     save_file(state, vae_file)
+    (bad / "worldstereo_manifest.json").unlink()
     with pytest.raises(ValueError, match="bogus.vae"):
         WorldStereo.from_pretrained(bad)
 
@@ -325,6 +347,9 @@ def test_pickle_refused_unless_opted_in(saved, tmp_path):
     state = load_file(bad / "model.safetensors")
     (bad / "model.safetensors").unlink()
     torch.save(state, bad / "model.bin")
+    with pytest.raises(ValueError, match=r"incomplete or was modified.*model\.safetensors is missing"):
+        WorldStereo.from_pretrained(bad)
+    (bad / "worldstereo_manifest.json").unlink()
     with pytest.raises(ValueError, match="allow_pickle"):
         WorldStereo.from_pretrained(bad)
     m = WorldStereo.from_pretrained(bad, allow_pickle=True)
@@ -399,3 +424,64 @@ def test_checkpoint_without_backbone_takes_it_from_the_base_model(models, saved,
     (sub / "config.json").write_text(json.dumps(cfg))
     _assert_same_weights(models["worldstereo-memory"], WorldStereo.from_pretrained(sub))
     assert calls == [False, True]
+
+
+# ----------------------------------------------------------------------------- non-finite values, bounds
+def test_decoding_non_finite_latents_is_an_error_not_a_black_video(models):
+    model = models["worldstereo-camera"]
+    with pytest.raises(ValueError, match=r"latents: 96 of 96 values are NaN or inf"):
+        model.decode_latents(torch.full((1, 16, 2, 1, 3), float("nan")))
+    latents = torch.zeros(1, 16, 2, 1, 3)
+    latents[0, 3, 1, 0, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"latents: 1 of 96"):
+        model.decode_latents(latents)
+
+
+@pytest.mark.parametrize("component, file, key", [
+    ("transformer", "model.safetensors", "blocks.0.attn1.to_q.weight"),
+    ("vae", "vae/diffusion_pytorch_model.safetensors", None),
+    ("text_encoder", "text_encoder/model.safetensors", None),
+])
+def test_nan_weights_are_refused_at_load_with_the_tensor_name(saved, tmp_path, component, file, key):
+    bad = tmp_path / "nan"
+    shutil.copytree(saved["worldstereo-camera"], bad)
+    state = load_file(bad / file)
+    key = key or next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key].view(-1)[0] = float("nan")
+    save_file(state, bad / file)
+    (bad / "worldstereo_manifest.json").unlink()  # edited by hand
+    with pytest.raises(ValueError, match=rf"{re.escape(key)}' contains non-finite values"):
+        WorldStereo.from_pretrained(bad)
+
+
+def test_memory_config_bounds():
+    cases = [("global", "max_points", 10**12, "[1, 1000000000]"), ("global", "point_radius", float("nan"), "finite"),
+             ("global", "point_radius", 5.0, "(0.0, 0.5]"), ("global", "points_per_pixel", True, "integer"),
+             ("spatial", "memory_size", 10**9, "[1, 65536]"), ("spatial", "num_correspondences", 2.5, "integer"),
+             ("spatial", "max_references", 1000, "[1, 64]")]
+    for kind, key, value, words in cases:
+        with pytest.raises(ValueError, match=re.escape(f"{kind}_memory_config.{key}")) as info:
+            resolve_memory_config(kind, {key: value})
+        assert words in str(info.value)
+
+
+def test_saved_memory_config_is_validated_before_loading_weights(saved, tmp_path, monkeypatch):
+    import worldstereo.models.worldstereo as ws_module
+
+    bad = tmp_path / "bad_marker"
+    shutil.copytree(saved["worldstereo-camera"], bad)
+    marker = json.loads((bad / MARKER_FILE).read_text())
+    marker["spatial_memory_config"]["memory_size"] = 10**12
+    (bad / MARKER_FILE).write_text(json.dumps(marker))
+    (bad / "worldstereo_manifest.json").unlink()
+    monkeypatch.setattr(ws_module, "_load_transformer", lambda *a, **k: pytest.fail("weights read first"))
+    with pytest.raises(ValueError, match=r"worldstereo_config\.json.*spatial_memory_config\.memory_size"):
+        WorldStereo.from_pretrained(bad)
+
+
+def test_random_model_larger_than_memory_is_refused_before_allocation(monkeypatch):
+    import worldstereo.models.worldstereo as ws_module
+
+    monkeypatch.setattr(ws_module, "_physical_memory_bytes", lambda: 10_000)
+    with pytest.raises(ValueError, match=r"vdm_config\['transformer'\]: the config describes a transformer of"):
+        WorldStereo(vdm_config=tiny_vdm_config("worldstereo-camera"), components={"tokenizer": tiny_tokenizer()})

@@ -199,3 +199,59 @@ def test_cfg_parallel_needs_a_branch():
     with pytest.raises(ValueError, match="cfg_parallel"):
         denoise(ConstantVelocity(), latents, condition, scheduler=make_unipc_scheduler(), prompt_embeds=pos,
                 negative_prompt_embeds=neg, guidance_scale=5.0, num_inference_steps=2, cfg_parallel=object())
+
+
+class NaNAtCall(ConstantVelocity):
+    """Constant velocity, except that call number ``bad_call`` (1-based) returns NaN (or a huge
+    value that overflows the scheduler update when ``huge``)."""
+
+    def __init__(self, bad_call, huge=False):
+        super().__init__()
+        self.bad_call, self.huge = bad_call, huge
+
+    def forward(self, hidden_states, *args, **kwargs):
+        (v,) = super().forward(hidden_states, *args, **kwargs)
+        if len(self.calls) == self.bad_call:
+            v = torch.full_like(v, -3e38 if self.huge else float("nan"))
+        return (v,)
+
+
+def test_sampling_stops_at_the_first_non_finite_step():
+    from worldstereo.sampling import NonFiniteLatentsError
+
+    latents, condition, pos, _ = _inputs()
+    scheduler = DMDScheduler(250, 1000, 5.0, 4)
+    model = NaNAtCall(bad_call=3)
+    seen = []
+    with pytest.raises(NonFiniteLatentsError) as info:
+        denoise(model, latents, condition, scheduler=scheduler, prompt_embeds=pos,
+                progress_callback=lambda s, n, x: seen.append(s))
+    err = info.value
+    t3 = float(scheduler.timesteps[2])
+    assert (err.step, err.total_steps) == (3, 4) and err.timestep == pytest.approx(t3)
+    assert f"step 3/4 (timestep {t3:g})" in str(err) and "transformer output" in str(err)
+    assert len(model.calls) == 3 and seen == [1, 2]  # stopped there, no further step
+    assert isinstance(err, FloatingPointError)
+    # finite model output whose update overflows float32: reported as the latents going non-finite
+    model = NaNAtCall(bad_call=4, huge=True)  # x + (sigma_4 - sigma_3) v = 3e38 + 0.625 * 3e38 > float32 max
+    with pytest.raises(NonFiniteLatentsError, match=r"latents \(scheduler update\) became non-finite at step 4/4"):
+        denoise(model, torch.full_like(latents, 3e38), condition, scheduler=scheduler, prompt_embeds=pos)
+
+
+@pytest.mark.parametrize("name", ["latents", "condition", "prompt_embeds", "negative_prompt_embeds", "render"])
+def test_non_finite_inputs_are_refused_before_the_first_model_call(name):
+    latents, condition, pos, neg = _inputs()
+    args = dict(latents=latents, condition=condition, prompt_embeds=pos, negative_prompt_embeds=neg)
+    kwargs = {"render": torch.ones(2)}
+    if name == "render":
+        kwargs["render"][1] = float("inf")
+    else:
+        args[name] = args[name].clone()
+        args[name].view(-1)[5] = float("nan")
+    model = ConstantVelocity()
+    label = "model_kwargs['render']" if name == "render" else name
+    with pytest.raises(ValueError, match=rf"{label.replace('[', '.').replace(']', '.')}: contains 1 non-finite"):
+        denoise(model, args["latents"], args["condition"], scheduler=make_unipc_scheduler(), prompt_embeds=args[
+            "prompt_embeds"], negative_prompt_embeds=args["negative_prompt_embeds"], guidance_scale=3.0,
+                num_inference_steps=2, model_kwargs=kwargs)
+    assert model.calls == []

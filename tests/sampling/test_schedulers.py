@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import UniPCMultistepScheduler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worldstereo.sampling import (
     DEFAULT_UNIPC_CONFIG,
@@ -125,3 +127,43 @@ def test_unipc_exact_on_linear_flow():
     for t in s.timesteps:
         x = s.step(v, t, x).prev_sample
     torch.testing.assert_close(x, x0, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("key, value, exc, words", [
+    ("num_train_timesteps", 10**12, ValueError, "scheduler.num_train_timesteps: expected an integer in [1, 100000]"),
+    ("num_train_timesteps", True, TypeError, "scheduler.num_train_timesteps"),
+    ("flow_shift", float("nan"), ValueError, "scheduler.flow_shift: expected a finite number"),
+    ("flow_shift", 0.0, ValueError, "scheduler.flow_shift"),
+    ("solver_order", 50, ValueError, "scheduler.solver_order"),
+    ("prediction_type", "flow", ValueError, "scheduler.prediction_type: expected one of"),
+    ("use_flow_sigmas", "yes", TypeError, "scheduler.use_flow_sigmas"),
+    ("trained_betas", [0.1] * 5, ValueError, "scheduler.trained_betas"),
+    ("disable_corrector", [1, "x"], TypeError, "scheduler.disable_corrector[1]"),
+    ("some_new_float", float("inf"), ValueError, "scheduler.some_new_float: expected a finite number"),
+    ("beta_start", 0.5, ValueError, "must not exceed beta_end"),
+])
+def test_unipc_config_values_are_validated(key, value, exc, words):
+    from worldstereo.config_checks import ConfigError
+
+    with pytest.raises(exc) as info:
+        make_unipc_scheduler({key: value})
+    assert words in str(info.value) and isinstance(info.value, ConfigError)
+
+
+_json_values = st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2**40), max_value=2**40)
+                            | st.floats() | st.text(max_size=12),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                        max_size=3), max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(sorted(DEFAULT_UNIPC_CONFIG) + ["use_dynamic_shifting", "time_shift_type", "sigma_min",
+                                                            "sigma_max", "shift_terminal", "other"]),
+       value=_json_values | st.sampled_from([0, 1, 2, 3, 1000, 10**9, "linear", "bh1", "sigma_min", "trailing"]))
+def test_arbitrary_scheduler_config_value_raises_only_value_errors(key, value):
+    try:
+        scheduler = make_unipc_scheduler({key: value})
+    except ValueError:  # ConfigError / ConfigTypeError, or diffusers' own ValueError for a bad combination
+        return
+    scheduler.set_timesteps(3)
+    assert len(scheduler.timesteps) == 3

@@ -20,7 +20,6 @@ are refused unless ``allow_pickle=True``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -28,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worldstereo.config_checks import ConfigError, check_choice
 from worldstereo.models.checkpoint import PICKLE_SUFFIXES
-from worldstereo.models.config import MODEL_TYPES
+from worldstereo.models.checkpoint_folder import readable_folder, verify_manifest
+from worldstereo.models.config import MODEL_TYPES, read_config_json
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +78,12 @@ class ResolvedCheckpoint:
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON object; errors name the file."""
+    """Read a JSON object; errors (:class:`~worldstereo.config_checks.ConfigError`, a ValueError)
+    name the file."""
     p = Path(path)
-    try:
-        with open(p, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(p)!r} is not valid JSON: {exc}") from exc
+    data = read_config_json(p)
     if not isinstance(data, dict):
-        raise ValueError(f"{str(p)!r}: expected a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{str(p)!r}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -98,32 +96,44 @@ def _is_checkpoint_folder(directory: Path) -> bool:
     return (directory / "config.json").is_file() and _has_weights(directory)
 
 
+def _check_model_type(directory: Path, found: Any) -> None:
+    try:
+        check_choice("model_type", found, MODEL_TYPES)
+    except ConfigError as exc:
+        raise ConfigError(f"{str(directory / 'config.json')!r}: {exc}") from None
+
+
 def _check_variant(variant: str | None, name: str = "variant") -> None:
     if variant is not None and variant not in MODEL_TYPES:
         raise ValueError(f"{name}: expected one of {list(MODEL_TYPES)}, got {variant!r}")
 
 
 def _resolve_local(directory: Path, variant: str | None) -> ResolvedCheckpoint:
+    # a folder written by save_pretrained: the complete copy of an interrupted save if there is one,
+    # and every file its manifest lists present with its size (never a mix of two saves)
+    directory = readable_folder(directory)
+    verify_manifest(directory)
     marker_path = directory / MARKER_FILE
     if marker_path.is_file():
         marker = read_json(marker_path)
         if marker.get("format") != FORMAT_NAME:
-            raise ValueError(f"{str(marker_path)!r}: not a worldstereo folder (format={marker.get('format')!r})")
+            raise ConfigError(f"{str(marker_path)!r}: not a worldstereo folder (format={marker.get('format')!r})"[:300])
         version = marker.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValueError(f"{str(marker_path)!r}: unsupported format_version {version!r} "
-                             f"(this library reads <= {FORMAT_VERSION})")
+        if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ConfigError(f"{str(marker_path)!r}: unsupported format_version {version!r} "
+                              f"(this library reads <= {FORMAT_VERSION})"[:300])
+        if not (directory / "config.json").is_file():
+            raise FileNotFoundError(f"{str(directory)!r}: no config.json next to {MARKER_FILE}")
         config = read_json(directory / "config.json")
         found = config.get("model_type")
+        _check_model_type(directory, found)
         if variant is not None and found != variant:
             raise ValueError(f"variant: {str(directory)!r} holds {found!r}, not {variant!r}")
         return ResolvedCheckpoint(directory, str(found), config, True, marker)
     if _is_checkpoint_folder(directory):
         config = read_json(directory / "config.json")
         found = config.get("model_type")
-        if found not in MODEL_TYPES:
-            raise ValueError(f"{str(directory / 'config.json')!r}: model_type must be one of {list(MODEL_TYPES)}, "
-                             f"got {found!r}")
+        _check_model_type(directory, found)
         if variant is not None and found != variant:
             raise ValueError(f"variant: {str(directory)!r} holds {found!r}, not {variant!r}")
         return ResolvedCheckpoint(directory, found, config, False, None)

@@ -25,8 +25,6 @@ import copy
 import json
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +32,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from worldstereo.config_checks import (
+    ConfigError,
+    ConfigTypeError,
+    check_choice,
+    check_float,
+    check_int,
+    check_str,
+)
+from worldstereo.finite import all_finite, count_nonfinite
 from worldstereo.models import conditioning as _cond
 from worldstereo.models import vae as _vae
+from worldstereo.models.checkpoint_folder import CheckpointError, folder_state, owning_folder, write_checkpoint_folder
 from worldstereo.models.config import MODEL_TYPES, WanBackboneConfig, WorldStereoConfig
 from worldstereo.models.loading import (
     FORMAT_NAME,
@@ -54,6 +62,7 @@ __all__ = [
     "DEFAULT_SPATIAL_MEMORY_CONFIG",
     "COMPONENT_CONFIG_KEYS",
     "resolve_memory_config",
+    "MEMORY_CONFIG_LIMITS",
 ]
 
 #: Defaults of ``global_memory_config`` (api.md "Memory configs").
@@ -89,25 +98,30 @@ COMPONENT_CONFIG_KEYS = ("vae", "text_encoder", "image_encoder", "image_processo
 _MODULE_COMPONENTS = ("vae", "text_encoder", "image_encoder")
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-
-
-def _check_positive(name: str, value: Any, kind: type | tuple[type, ...] = int) -> None:
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        raise ValueError(f"{name}: expected a positive {getattr(kind, '__name__', 'number')}, got {value!r}")
+#: Inclusive bounds of the numeric memory settings (default in the comment).
+MEMORY_CONFIG_LIMITS: dict[str, tuple[float, float]] = {
+    "max_points": (1, 1_000_000_000),        # 2_000_000 (or null: no cap)
+    "point_radius": (0.0, 0.5),              # 0.008 NDC units (exclusive lower bound)
+    "points_per_pixel": (1, 64),             # 8
+    "memory_size": (1, 65536),               # 256
+    "max_references": (1, 64),               # 8
+    "frames_per_update": (1, 4096),          # 8
+    "num_correspondences": (1, 65536),       # 64
+}
 
 
 def resolve_memory_config(kind: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults merged with the user's ``config`` and validated.
+    """Defaults merged with the user's ``config`` and validated (types and
+    :data:`MEMORY_CONFIG_LIMITS`; NaN/inf and booleans-as-numbers refused).
 
     Args:
         kind: ``"global"`` or ``"spatial"``.
         config: user overrides (None = defaults).
 
     Raises:
-        ValueError: unknown key or invalid value (named, e.g. ``global_memory_config.max_points``).
+        ConfigError (ValueError): unknown key or invalid value (named, e.g.
+            ``global_memory_config.max_points``); ConfigTypeError (TypeError and ValueError): a value
+            of the wrong type.
     """
     if kind not in ("global", "spatial"):
         raise ValueError(f"kind: expected 'global' or 'spatial', got {kind!r}")
@@ -116,27 +130,27 @@ def resolve_memory_config(kind: str, config: Mapping[str, Any] | None) -> dict[s
     if config is None:
         config = {}
     if not isinstance(config, Mapping):
-        raise TypeError(f"{name}: expected a dict, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(defaults))
+        raise ConfigTypeError(f"{name}: expected a dict, got {type(config).__name__}")
+    unknown = sorted(map(str, set(config) - set(defaults)))
     if unknown:
-        raise ValueError(f"{name}: unknown keys {unknown}; known keys: {sorted(defaults)}")
+        raise ConfigError(f"{name}: unknown keys {unknown[:20]}; known keys: {sorted(defaults)}")
     merged = {**defaults, **config}
+    lim = MEMORY_CONFIG_LIMITS
     if kind == "global":
-        if merged["max_points"] is not None:
-            _check_positive(f"{name}.max_points", merged["max_points"])
-        _check_choice(f"{name}.update_frequency", merged["update_frequency"], ("auto", "manual", "never"))
-        _check_positive(f"{name}.point_radius", merged["point_radius"], (int, float))
-        _check_positive(f"{name}.points_per_pixel", merged["points_per_pixel"])
+        check_int(f"{name}.max_points", merged["max_points"], *lim["max_points"], allow_none=True)
+        check_choice(f"{name}.update_frequency", merged["update_frequency"], ("auto", "manual", "never"))
+        check_float(f"{name}.point_radius", merged["point_radius"], *lim["point_radius"], lo_exclusive=True)
+        check_int(f"{name}.points_per_pixel", merged["points_per_pixel"], *lim["points_per_pixel"])
     else:
-        _check_positive(f"{name}.memory_size", merged["memory_size"])
-        _check_positive(f"{name}.max_references", merged["max_references"])
-        _check_positive(f"{name}.frames_per_update", merged["frames_per_update"])
-        _check_choice(f"{name}.retrieval", merged["retrieval"], ("fov_overlap", "correspondence"))
-        _check_positive(f"{name}.num_correspondences", merged["num_correspondences"])
+        for key in ("memory_size", "max_references", "frames_per_update", "num_correspondences"):
+            check_int(f"{name}.{key}", merged[key], *lim[key])
+        check_choice(f"{name}.retrieval", merged["retrieval"], ("fov_overlap", "correspondence"))
         feat = merged["image_feature_model"]
         if feat is not None and not isinstance(feat, (str, os.PathLike)) and not callable(feat):
-            raise ValueError(f"{name}.image_feature_model: expected None, a DINOv2 folder / model id, or a callable "
-                             f"(N,3,H,W) -> (N,D), got {type(feat).__name__}")
+            raise ConfigTypeError(f"{name}.image_feature_model: expected None, a DINOv2 folder / model id, or a "
+                                  f"callable (N,3,H,W) -> (N,D), got {type(feat).__name__}")
+        if isinstance(feat, str):
+            check_str(f"{name}.image_feature_model", feat, 4096)
     return merged
 
 
@@ -198,10 +212,33 @@ def _transformers_dtype_kwarg(dtype: torch.dtype) -> dict[str, Any]:
 
 
 def _load_component(name: str, root: Path, torch_dtype: torch.dtype) -> Any:
-    """Load one base component from ``root/<name>`` strictly (missing/unexpected keys raise)."""
+    """Load one base component from ``root/<name>`` strictly (missing/unexpected keys raise) and
+    refuse non-finite weights.
+
+    Raises:
+        FileNotFoundError / OSError: missing folder or files; CheckpointError (ValueError): any other
+            failure of the diffusers / transformers loader (malformed config or weights), naming the
+            component folder, or a weight with NaN/inf values (naming it).
+    """
+    from worldstereo.models.checkpoint import check_finite
+
     folder = root / name
     if not folder.is_dir():
         raise FileNotFoundError(f"{name}: folder {str(folder)!r} not found (expected a diffusers Wan2.1 I2V layout)")
+    try:
+        component = _read_component(name, folder, torch_dtype)
+    except (OSError, MemoryError, CheckpointError, ConfigError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a third-party loader failing on a bad file; re-raised naming it
+        raise CheckpointError(f"{name}: cannot load {str(folder)!r}: {type(exc).__name__}: {exc}"[:2000]) from exc
+    if isinstance(component, nn.Module):
+        source = f"{name} ({str(folder)!r})"
+        for key, tensor in component.state_dict().items():
+            check_finite(tensor, key, source)
+    return component
+
+
+def _read_component(name: str, folder: Path, torch_dtype: torch.dtype) -> Any:
     if name == "vae":
         from diffusers import AutoencoderKLWan
 
@@ -330,6 +367,7 @@ class WorldStereo(nn.Module):
                 sched_cfg = _load_component("scheduler", base_dir, torch.float32)
             scheduler = _make_scheduler(config, sched_cfg)
         self._check_consistency(config, parts)  # before building the (possibly large) transformer
+        _check_fits_in_memory(config)
         self._setup(WorldStereoTransformer(config), parts, scheduler, gmc, smc)
 
     # ------------------------------------------------------------------ construction helpers
@@ -431,8 +469,24 @@ class WorldStereo(nn.Module):
 
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Video ``[B, 3, F, 8h, 8w]`` in [-1, 1] (float32) from normalised keyframe latents
-        ``[B, 16, F, h, w]``. See :func:`worldstereo.models.vae.keyframe_decode`."""
-        return _vae.keyframe_decode(self.vae, latents)
+        ``[B, 16, F, h, w]``. See :func:`worldstereo.models.vae.keyframe_decode`.
+
+        Raises:
+            ValueError: ``latents`` holds NaN/inf (decoding them would give a black or garbage
+                video without a word).
+            FloatingPointError: the VAE produced NaN/inf from finite latents (e.g. float16
+                overflow; decode in bfloat16 or float32).
+        """
+        if isinstance(latents, Tensor) and not all_finite(latents):
+            bad = sum(count_nonfinite(latents))
+            raise ValueError(f"latents: {bad} of {latents.numel()} values are NaN or inf; refusing to decode them "
+                             f"into a video (sampling went wrong upstream)")
+        video = _vae.keyframe_decode(self.vae, latents)
+        if not all_finite(video):
+            bad = sum(count_nonfinite(video))
+            raise FloatingPointError(f"decode_latents: the VAE ({self.vae.dtype}) produced {bad} non-finite values "
+                                     f"from finite latents; decode in bfloat16 or float32")
+        return video
 
     def prepare_image_condition(self, image: Tensor, num_latent_frames: int, mode: str | None = None) -> Tensor:
         """I2V condition ``[B, 20, F, h, w]`` for an image ``[B, 3, H, W]`` in [-1, 1]; ``mode`` defaults
@@ -446,65 +500,63 @@ class WorldStereo(nn.Module):
 
         Layout: ``worldstereo_config.json`` (marker: format, variant, memory configs),
         ``config.json`` (reference schema with the ``transformer`` backbone object),
-        ``model.safetensors`` (transformer, official key names), and the diffusers/transformers
+        ``model.safetensors`` (transformer, official key names), the diffusers/transformers
         folders ``vae/``, ``text_encoder/``, ``tokenizer/``, ``image_encoder/``,
-        ``image_processor/``, ``scheduler/``. Weights are saved in their current dtypes.
+        ``image_processor/``, ``scheduler/``, and ``worldstereo_manifest.json`` (written last: every
+        file of the save with its size). Weights are saved in their current dtypes.
 
-        The folder is written into a temporary sibling and renamed into place, so ``folder`` is
-        either untouched or complete; an existing ``folder`` is replaced.
+        The save is a crash-safe transaction (:mod:`worldstereo.models.checkpoint_folder`): the
+        new checkpoint is written into a hidden staging folder inside ``folder`` and committed with
+        one atomic rename, so at every instant ``folder`` holds the complete old checkpoint or the
+        complete new one, and the leftovers of an interrupted save are finished or removed by the
+        next save. Only files written by this or an earlier save are replaced or removed; other
+        files in ``folder`` (notes, results) are kept.
 
         Returns:
             The folder path.
+        Raises:
+            ValueError: ``folder`` is an existing file, or a file of the checkpoint would have to
+                replace a directory or be written through a symbolic link.
         """
-        from worldstereo.models.checkpoint import save_transformer
-
         target = Path(folder).expanduser()
         if target.exists() and not target.is_dir():
             raise ValueError(f"folder: {str(target)!r} exists and is not a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
-        try:
-            save_transformer(self.transformer, tmp)  # config.json + model.safetensors
-            self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
-            self.text_encoder.save_pretrained(tmp / "text_encoder")
-            self.image_encoder.save_pretrained(tmp / "image_encoder")
-            self.tokenizer.save_pretrained(tmp / "tokenizer")
-            self.image_processor.save_pretrained(tmp / "image_processor")
-            (tmp / "scheduler").mkdir()
-            sched_cfg = self.scheduler.to_dict() if hasattr(self.scheduler, "to_dict") else dict(self.scheduler.config)
-            sched_cfg.setdefault("_class_name", type(self.scheduler).__name__)
-            (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched_cfg, indent=2, default=str)
-                                                                      + "\n", encoding="utf-8")
-            marker = {
-                "format": FORMAT_NAME,
-                "format_version": FORMAT_VERSION,
-                "variant": self.variant,
-                "global_memory_config": self.global_memory_config,
-                "spatial_memory_config": _serialisable_memory_config(self.spatial_memory_config),
-                "components": {
-                    "transformer": type(self.transformer).__name__,
-                    "vae": type(self.vae).__name__,
-                    "text_encoder": type(self.text_encoder).__name__,
-                    "image_encoder": type(self.image_encoder).__name__,
-                    "tokenizer": type(self.tokenizer).__name__,
-                    "image_processor": type(self.image_processor).__name__,
-                    "scheduler": type(self.scheduler).__name__,
-                },
-            }
-            (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-            if target.exists():
-                old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        write_checkpoint_folder(target, self._write_files)
         logger.info("Saved %s model to %s", self.variant, target)
         return target
+
+    def _write_files(self, out: Path) -> None:
+        """Write every file of the checkpoint into the empty folder ``out``."""
+        from worldstereo.models.checkpoint import save_file_of_transformer
+
+        save_file_of_transformer(self.transformer, out)  # config.json + model.safetensors
+        self.vae.save_pretrained(out / "vae", safe_serialization=True)
+        self.text_encoder.save_pretrained(out / "text_encoder")
+        self.image_encoder.save_pretrained(out / "image_encoder")
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        self.image_processor.save_pretrained(out / "image_processor")
+        (out / "scheduler").mkdir()
+        sched_cfg = self.scheduler.to_dict() if hasattr(self.scheduler, "to_dict") else dict(self.scheduler.config)
+        sched_cfg.setdefault("_class_name", type(self.scheduler).__name__)
+        (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched_cfg, indent=2, default=str)
+                                                                 + "\n", encoding="utf-8")
+        marker = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "variant": self.variant,
+            "global_memory_config": self.global_memory_config,
+            "spatial_memory_config": _serialisable_memory_config(self.spatial_memory_config),
+            "components": {
+                "transformer": type(self.transformer).__name__,
+                "vae": type(self.vae).__name__,
+                "text_encoder": type(self.text_encoder).__name__,
+                "image_encoder": type(self.image_encoder).__name__,
+                "tokenizer": type(self.tokenizer).__name__,
+                "image_processor": type(self.image_processor).__name__,
+                "scheduler": type(self.scheduler).__name__,
+            },
+        }
+        (out / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, variant: str | None = None, *,
@@ -536,6 +588,8 @@ class WorldStereo(nn.Module):
             raise TypeError(f"torch_dtype: expected a torch.dtype, got {torch_dtype!r}")
         resolved = resolve_checkpoint(name_or_path, variant, local_files_only=local_files_only,
                                       allow_pickle=allow_pickle)
+        saved_folder = owning_folder(resolved.directory)
+        state = folder_state(saved_folder)
         config_dict = resolved.config
         if resolved.is_own_format and base_model is None:
             comp_dir = resolved.directory
@@ -548,8 +602,25 @@ class WorldStereo(nn.Module):
             if not bb_path.is_file():
                 raise FileNotFoundError(f"config.json of {str(resolved.directory)!r} has no 'transformer' object and "
                                         f"the base model has no {str(bb_path)!r}")
-            backbone = WanBackboneConfig.from_dict(read_json(bb_path))
-        config = WorldStereoConfig.from_dict(config_dict, backbone_config=backbone)
+            backbone = _with_file_name(bb_path, lambda: WanBackboneConfig.from_dict(read_json(bb_path)))
+        config = _with_file_name(resolved.directory / "config.json",
+                                 lambda: WorldStereoConfig.from_dict(config_dict, backbone_config=backbone))
+        # every small setting is validated before any weight is read
+        marker = resolved.marker or {}
+        gmc = _with_file_name(resolved.directory / MARKER_FILE, lambda: resolve_memory_config(
+            "global", global_memory_config if global_memory_config is not None
+            else marker.get("global_memory_config")))
+        smc = _with_file_name(resolved.directory / MARKER_FILE, lambda: resolve_memory_config(
+            "spatial", spatial_memory_config if spatial_memory_config is not None
+            else marker.get("spatial_memory_config")))
+        sched_cfg = None
+        if (comp_dir / "scheduler" / "scheduler_config.json").is_file():
+            sched_cfg = _load_component("scheduler", comp_dir, torch.float32)
+        elif not config.is_dmd:
+            logger.warning("No scheduler/scheduler_config.json in %s; using the default Wan UniPC config", comp_dir)
+        scheduler = _with_file_name(comp_dir / "scheduler" / "scheduler_config.json",
+                                    lambda: _make_scheduler(config, sched_cfg))
+
         dtype = torch_dtype or torch.float32
         base_transformer = comp_dir / "transformer"
         has_base_weights = base_transformer.is_dir() and any(base_transformer.glob("*.safetensors*"))
@@ -565,38 +636,54 @@ class WorldStereo(nn.Module):
 
         parts = {name: _load_component(name, comp_dir, dtype if name == "vae" else torch.float32)
                  for name in ("vae", "text_encoder", "image_encoder", "image_processor", "tokenizer")}
-        sched_cfg = None
-        if (comp_dir / "scheduler" / "scheduler_config.json").is_file():
-            sched_cfg = _load_component("scheduler", comp_dir, torch.float32)
-        elif not config.is_dmd:
-            logger.warning("No scheduler/scheduler_config.json in %s; using the default Wan UniPC config", comp_dir)
-        scheduler = _make_scheduler(config, sched_cfg)
-
-        marker = resolved.marker or {}
-        gmc = resolve_memory_config("global", global_memory_config if global_memory_config is not None
-                                    else marker.get("global_memory_config"))
-        smc = resolve_memory_config("spatial", spatial_memory_config if spatial_memory_config is not None
-                                    else marker.get("spatial_memory_config"))
         model = cls._from_parts(transformer, parts, scheduler, gmc, smc)
+        if folder_state(saved_folder) != state:
+            raise CheckpointError(f"{str(saved_folder)!r} was changed by a save while it was being loaded; "
+                                  f"load it again")
         if device is not None:
             model.to(device)
         logger.info("Loaded %s from %s (components from %s)", model.variant, resolved.directory, comp_dir)
         return model
 
 
+def _with_file_name(path: Path, build: Any) -> Any:
+    """``build()``, with a :class:`ConfigError` re-raised (same class) prefixed by the file's name."""
+    try:
+        return build()
+    except ConfigError as exc:
+        if str(path) in str(exc):
+            raise
+        raise type(exc)(f"{str(path)!r}: {exc}") from exc
+
+
+def _physical_memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not available (Windows)
+        return None
+
+
+def _check_fits_in_memory(config: WorldStereoConfig) -> None:
+    """A randomly initialised transformer is built in float32 on the CPU: count its parameters on
+    the ``meta`` device first and refuse a config that cannot fit in this machine's memory."""
+    from worldstereo.models.checkpoint import meta_transformer
+
+    needed = sum(t.numel() * 4 for t in meta_transformer(config).state_dict().values())
+    available = _physical_memory_bytes()
+    if available is not None and needed > available:
+        raise ConfigError(f"vdm_config['transformer']: the config describes a transformer of {needed / 1e9:.1f} GB "
+                          f"(float32), more than this machine's {available / 1e9:.1f} GB of memory")
+
+
 def _checkpoint_lacks_weights(directory: Path, config: WorldStereoConfig, allow_pickle: bool) -> bool:
     """Whether the checkpoint of ``directory`` lacks some of the transformer's weights (read from the
     safetensors header only; False for formats without a header)."""
-    from worldstereo.models.checkpoint import find_weights_file, read_safetensors_header
-    from worldstereo.models.transformer import WorldStereoTransformer
+    from worldstereo.models.checkpoint import find_weights_file, meta_transformer, weight_file_specs
 
-    weights = find_weights_file(directory, allow_pickle=allow_pickle)
-    if weights.suffix != ".safetensors":
+    present = weight_file_specs(find_weights_file(directory, allow_pickle=allow_pickle))
+    if present is None:
         return False
-    with torch.device("meta"):
-        expected = WorldStereoTransformer(config).state_dict().keys()
-    present = read_safetensors_header(weights)[0].keys()
-    return any(k not in present for k in expected)
+    return any(k not in present for k in meta_transformer(config).state_dict())
 
 
 def _load_transformer(directory: Path, backbone: WanBackboneConfig | None, dtype: torch.dtype | None,

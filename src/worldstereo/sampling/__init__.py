@@ -1,7 +1,7 @@
 """Schedulers (flow UniPC, few-step DMD) and the denoising loop."""
 
 from .dmd import DMDScheduler, DMDSchedulerOutput, dmd_timesteps
-from .loop import ProgressCallback, denoise
+from .loop import NonFiniteLatentsError, ProgressCallback, denoise
 from .unipc import DEFAULT_UNIPC_CONFIG, FlowUniPCMultistepScheduler, make_unipc_scheduler, reference_flow_sigmas
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "DMDScheduler",
     "DMDSchedulerOutput",
     "FlowUniPCMultistepScheduler",
+    "NonFiniteLatentsError",
     "ProgressCallback",
     "denoise",
     "dmd_timesteps",

@@ -21,6 +21,10 @@ CFG parallelism (``cfg_parallel``, see :class:`worldstereo.parallel.CFGParallel`
 run this loop together; each computes only its branch's pass (``cfg_parallel.branch``) and
 ``cfg_parallel.gather(v)`` returns ``(v_cond, v_uncond)`` from both, so step 4's arithmetic and the
 result are those of one process.
+
+Non-finite values never pass silently: NaN/inf in the inputs are refused before the first model
+call (``ValueError`` naming the input), and the loop stops at the first step whose model output or
+latents are not finite with a :class:`NonFiniteLatentsError` naming the step and its timestep.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from typing import Any, Callable, ContextManager, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["denoise", "ProgressCallback"]
+from worldstereo.finite import all_finite, count_nonfinite
+
+__all__ = ["denoise", "ProgressCallback", "NonFiniteLatentsError"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,36 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, Tensor], None]
 
 _RESERVED = ("hidden_states", "timestep", "encoder_hidden_states", "return_dict")
+
+
+class NonFiniteLatentsError(FloatingPointError):
+    """Sampling produced NaN or infinite values; the message names the step (1-based), its
+    timestep and whether the model output or the scheduler update went non-finite.
+
+    Attributes:
+        step: the failing step (1-based); total_steps: the number of steps; timestep: its value.
+    """
+
+    def __init__(self, message: str, step: int, total_steps: int, timestep: float) -> None:
+        super().__init__(message)
+        self.step = step
+        self.total_steps = total_steps
+        self.timestep = timestep
+
+
+def _check_finite_input(name: str, t: Tensor | None) -> None:
+    if t is not None and not all_finite(t):
+        bad = sum(count_nonfinite(t))
+        raise ValueError(f"{name}: contains {bad} non-finite value(s) (NaN or inf); expected finite values")
+
+
+def _nonfinite_error(what: str, t: Tensor, step: int, total: int, timestep: Tensor) -> NonFiniteLatentsError:
+    bad = sum(count_nonfinite(t))
+    ts = float(timestep.reshape(-1)[0]) if isinstance(timestep, Tensor) else float(timestep)
+    return NonFiniteLatentsError(
+        f"denoise: {what} became non-finite at step {step}/{total} (timestep {ts:g}): {bad} of {t.numel()} values "
+        f"are NaN or inf. Sampling stopped; check the weights and the inputs, and prefer bfloat16 over float16 "
+        f"(float16 overflows)", step, total, ts)
 
 
 def _module_dtype(module: Any) -> torch.dtype:
@@ -122,8 +158,11 @@ def denoise(
         Float32 latents after the last step, shape of ``latents``.
 
     Raises:
-        ValueError / TypeError: inconsistent shapes, bad guidance scale, missing step count, or a
-            reserved keyword in ``model_kwargs`` — all before the first model call.
+        ValueError / TypeError: inconsistent shapes, bad guidance scale, missing step count, a
+            reserved keyword in ``model_kwargs``, or NaN/inf in ``latents``, ``condition``, the
+            prompt embeddings or a tensor of ``model_kwargs`` — all before the first model call.
+        NonFiniteLatentsError: the model output or the latents became NaN/inf at some step
+            (sampling stops there; the message names the step and its timestep).
     """
     if not isinstance(latents, Tensor) or latents.ndim != 5:
         raise ValueError(f"latents: expected a (B, C, F, h, w) tensor, got "
@@ -148,6 +187,13 @@ def denoise(
     clash = [k for k in _RESERVED if k in kwargs]
     if clash:
         raise ValueError(f"model_kwargs: {clash} are set by the loop itself and must not be given")
+    _check_finite_input("latents", latents)
+    _check_finite_input("condition", condition)
+    _check_finite_input("prompt_embeds", prompt_embeds)
+    _check_finite_input("negative_prompt_embeds", negative_prompt_embeds)
+    for key, value in kwargs.items():
+        if isinstance(value, Tensor):
+            _check_finite_input(f"model_kwargs[{key!r}]", value)
     if num_inference_steps is None:
         num_inference_steps = getattr(scheduler, "default_num_inference_steps", None)
         if num_inference_steps is None:
@@ -191,7 +237,11 @@ def denoise(
                 if do_cfg:
                     v_u = velocity(model_input, timestep, "uncond")
                     v = v_u + guidance_scale * (v - v_u)
+            if not all_finite(v):
+                raise _nonfinite_error("the transformer output", v, i + 1, total, t)
             latents = _first_output(scheduler.step(v, t, latents, return_dict=False)).to(torch.float32)
+            if not all_finite(latents):
+                raise _nonfinite_error("the latents (scheduler update)", latents, i + 1, total, t)
             if progress_callback is not None:
                 progress_callback(i + 1, total, latents)
     return latents

@@ -15,13 +15,17 @@ Timesteps are int64, obtained by truncating ``sigma * num_train_timesteps`` (856
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler
 
-__all__ = ["DEFAULT_UNIPC_CONFIG", "FlowUniPCMultistepScheduler", "make_unipc_scheduler", "reference_flow_sigmas"]
+from worldstereo.config_checks import ConfigError, ConfigTypeError, check_bool, check_choice, check_float, check_int
+
+__all__ = ["DEFAULT_UNIPC_CONFIG", "FlowUniPCMultistepScheduler", "make_unipc_scheduler", "reference_flow_sigmas",
+           "validate_unipc_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +121,70 @@ class FlowUniPCMultistepScheduler(UniPCMultistepScheduler):
         self.num_inference_steps = len(timesteps)
 
 
+#: Bounds of the numeric scheduler settings read from ``scheduler_config.json`` (Wan value in the comment).
+UNIPC_LIMITS: dict[str, tuple[float, float]] = {
+    "num_train_timesteps": (1, 100_000),     # 1000 (diffusers allocates arrays of this length)
+    "beta_start": (0.0, 1.0),                # 0.0001
+    "beta_end": (0.0, 1.0),                  # 0.02
+    "solver_order": (1, 3),                  # 2
+    "dynamic_thresholding_ratio": (0.0, 1.0),  # 0.995
+    "sample_max_value": (0.0, 1e6),          # 1.0
+    "flow_shift": (0.0, 1000.0),             # 3.0 (exclusive lower bound)
+    "steps_offset": (0, 1000),               # 0
+}
+_UNIPC_CHOICES: dict[str, tuple[Any, ...]] = {
+    "beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
+    "prediction_type": ("epsilon", "sample", "v_prediction", "flow_prediction"),
+    "solver_type": ("bh1", "bh2"),
+    "timestep_spacing": ("linspace", "leading", "trailing"),
+    "final_sigmas_type": ("zero", "sigma_min"),
+    "time_shift_type": ("exponential",),
+}
+_UNIPC_FLAGS = ("thresholding", "predict_x0", "lower_order_final", "use_karras_sigmas", "use_exponential_sigmas",
+                "use_beta_sigmas", "use_flow_sigmas", "rescale_betas_zero_snr", "use_dynamic_shifting")
+
+
+def validate_unipc_config(config: dict[str, Any]) -> None:
+    """Check the type and bounds of every UniPC setting this library knows (:data:`UNIPC_LIMITS`,
+    the allowed strings, flags as booleans); other numbers must be finite.
+
+    Raises:
+        ConfigError (ValueError) / ConfigTypeError (TypeError and ValueError) naming
+        ``scheduler.<key>``.
+    """
+    for key, value in config.items():
+        name = f"scheduler.{key}"
+        if key in ("num_train_timesteps", "solver_order", "steps_offset"):
+            check_int(name, value, *UNIPC_LIMITS[key])
+        elif key in UNIPC_LIMITS:
+            check_float(name, value, *UNIPC_LIMITS[key], lo_exclusive=key in ("flow_shift", "sample_max_value"))
+        elif key in _UNIPC_CHOICES:
+            check_choice(name, value, _UNIPC_CHOICES[key])
+        elif key in _UNIPC_FLAGS:
+            check_bool(name, value)
+        elif key in ("sigma_min", "sigma_max"):
+            check_float(name, value, 0.0, 1e6, allow_none=True)
+        elif key == "shift_terminal":
+            check_float(name, value, 0.0, 1.0, lo_exclusive=True, allow_none=True)
+        elif key == "trained_betas":
+            if value is not None:
+                raise ConfigError(f"{name}: only null is supported (betas from beta_start/beta_end), got "
+                                  f"{type(value).__name__}")
+        elif key == "solver_p":
+            if value is not None:
+                raise ConfigError(f"{name}: only null is supported, got {type(value).__name__}")
+        elif key == "disable_corrector":
+            if not isinstance(value, list) or len(value) > 100_000:
+                raise ConfigTypeError(f"{name}: expected a list of step indices, got {type(value).__name__}")
+            for i, v in enumerate(value):
+                check_int(f"{name}[{i}]", v, 0, 100_000)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+    if config.get("beta_start", 0.0) > config.get("beta_end", 1.0):
+        raise ConfigError(f"scheduler.beta_start: must not exceed beta_end, got {config['beta_start']} > "
+                          f"{config['beta_end']}")
+
+
 def make_unipc_scheduler(config: dict[str, Any] | None = None) -> FlowUniPCMultistepScheduler:
     """Build the base model's UniPC flow scheduler.
 
@@ -129,12 +197,14 @@ def make_unipc_scheduler(config: dict[str, Any] | None = None) -> FlowUniPCMulti
         A fresh scheduler; call ``set_timesteps(n, device=...)`` before sampling.
 
     Raises:
-        TypeError: ``config`` is not a dict.
+        TypeError: ``config`` is not a dict; ConfigError / ConfigTypeError (ValueError): a setting of
+            the wrong type or out of bounds (:func:`validate_unipc_config`).
     """
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"config: expected a dict or None, got {type(config).__name__}")
     merged = dict(DEFAULT_UNIPC_CONFIG)
     merged["disable_corrector"] = list(merged["disable_corrector"])
     if config:
-        merged.update({k: v for k, v in config.items() if not k.startswith("_")})
+        merged.update({k: v for k, v in config.items() if not (isinstance(k, str) and k.startswith("_"))})
+    validate_unipc_config(merged)
     return FlowUniPCMultistepScheduler.from_config(merged)
