@@ -18,13 +18,7 @@ from worldstereo.testing import tiny_model
 
 S = 32
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_inputs(folder: Path, n: int = 3) -> None:

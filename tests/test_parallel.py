@@ -10,14 +10,13 @@ Ulysses) — both ranks return the single-process video within 1e-5, and only ra
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from tests._distributed import spawn
 from worldstereo.camera import CameraTrajectory
 from worldstereo.parallel import PARALLEL_MODES, enable_context_parallel, is_writer, parallel_state
 from worldstereo.pipeline import SceneMemory, generate_video
@@ -25,14 +24,6 @@ from worldstereo.testing import tiny_model
 
 H = W = 32
 F = 4  # 4 frames of 2x2 tokens: 16 target tokens, 4 per reference -> divisible by 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each worker process: tiny models, no thread contention
-    yield
-    torch.set_num_threads(previous)
 
 #: (variant, mode, fsdp); guidance 3 for the UniPC variants (the DMD variant ignores it)
 CASES = [
@@ -46,6 +37,8 @@ CASES = [
     ("worldstereo-memory-dmd", "cfg", False),
     ("worldstereo-memory-dmd", "none", True),
 ]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(seed: int = 0) -> tuple[torch.Tensor, CameraTrajectory]:
@@ -106,20 +99,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _spawn(fn, args: tuple, nprocs: int, timeout: float = 900.0) -> None:
-    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"parallel workers did not finish within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def two_ranks():
     with tempfile.TemporaryDirectory() as tmp:
-        _spawn(_worker, (2, str(Path(tmp) / "init"), tmp), nprocs=2)
+        spawn(_worker, (2, str(Path(tmp) / "init"), tmp), nprocs=2)
         results = {(i, r): torch.load(Path(tmp) / f"case{i}_rank{r}.pt") for i in range(len(CASES)) for r in (0, 1)}
         written = {(i, r): (Path(tmp) / f"case{i}_rank{r}.mp4").exists() for i in range(len(CASES)) for r in (0, 1)}
         errors = [torch.load(Path(tmp) / f"errors_rank{r}.pt") for r in (0, 1)]

@@ -17,13 +17,7 @@ from worldstereo.testing import tiny_model
 
 H = W = 32
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only contend on a busy machine
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=["worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd"])

@@ -348,13 +348,8 @@ def enable_context_parallel(model: nn.Module, mode: str = "ulysses", *, group_si
     if mode == "none" and group > 1 and not fsdp:
         logger.warning("mode='none' with %d ranks per group and no FSDP: every rank of a group computes the same "
                        "video", group)
-    if ulysses > 1 and not ulysses_anything:
-        heads = {"backbone": transformer.backbone_config.num_attention_heads,
-                 "controlnet": transformer.worldstereo_config.controlnet_cfg.num_heads}
-        bad = {k: v for k, v in heads.items() if v % ulysses}
-        if bad:
-            raise ValueError(f"group_size: Ulysses over {ulysses} ranks must divide the attention head counts "
-                             f"{heads}; not {bad} (or pass ulysses_anything=True)")
+    if not ulysses_anything:  # before any collective work (or pass ulysses_anything=True)
+        transformer.check_ulysses_degree(ulysses, name="group_size: the Ulysses degree")
     dp = world // group
 
     from torch.distributed.device_mesh import init_device_mesh

@@ -18,13 +18,7 @@ from worldstereo.io.image import save_image
 from worldstereo.io.video import read_video
 from worldstereo.testing import save_tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
