@@ -110,6 +110,8 @@ _OLD_TAG = ".wsbatch-old-"
 MAX_JOBS_FILE_BYTES = 64 * 2**20
 #: problems listed in one JobsFileError
 _MAX_REPORTED = 20
+#: seconds between rewrites of manifest.json during a run (it is always written at the end)
+_MANIFEST_INTERVAL_S = 10.0
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _VARIANTS = ("worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd")
 
@@ -909,6 +911,8 @@ def run_batch(
     bar = tqdm(total=len(mine), desc="batch", unit="job", disable=True if not (progress and is_main) else None)
     generator = BatchedGeneration(loaded, batch_size, catch_errors=True)
 
+    last_manifest = [time.monotonic()]
+
     def handle(results: Sequence[Any]) -> None:
         for result in results:
             job = by_name[result.key]
@@ -917,8 +921,9 @@ def run_batch(
             else:
                 runner.failed(job, result.error)
             bar.update(1)
-        if is_main and results:
-            _write_manifest(out_dir, job_list, settings, source)
+        if is_main and results and time.monotonic() - last_manifest[0] > _MANIFEST_INTERVAL_S:
+            _write_manifest(out_dir, job_list, settings, source)  # a view of the progress; records are the truth
+            last_manifest[0] = time.monotonic()
 
     try:
         for job in mine:
@@ -938,7 +943,7 @@ def run_batch(
     manifest = _write_manifest(out_dir, job_list, settings, source) if is_main else out_dir / MANIFEST_NAME
     _barrier()
     records = _read_records(out_dir)
-    report = BatchReport(skipped=sorted(finished, key=[j.output for j in job_list].index), manifest=manifest)
+    report = BatchReport(skipped=[j.output for j in job_list if j.output in finished], manifest=manifest)
     for job in pending:
         rec = records.get(job.output, {})
         if rec.get("status") == "done" and rec.get("fingerprint") == runner.fingerprint(job):

@@ -59,6 +59,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.device_mesh import init_device_mesh
 
 __all__ = [
     "PARALLEL_MODES",
@@ -213,11 +214,6 @@ class ParallelState:
             return None
         return self.group_mesh.get_group()
 
-    @property
-    def data_parallel_process_group(self) -> Any:
-        """Process group of the ranks with this rank's group rank across all groups (the ``dp`` dimension)."""
-        return self.mesh["dp"].get_group()
-
 
 def parallel_state(model: Any) -> ParallelState | None:
     """The :class:`ParallelState` applied to ``model`` by :func:`enable_context_parallel`, else None."""
@@ -317,7 +313,7 @@ def enable_context_parallel(model: nn.Module, mode: str = "ulysses", *, group_si
             raise TypeError(f"{name}: expected a bool, got {flag!r}")
     if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
         raise ValueError(f"group_size: expected a positive int, got {group_size!r}")
-    transformer, text_encoder = _transformer_and_text_encoder(model)
+    transformer, _ = _transformer_and_text_encoder(model)
     if mode.startswith("cfg") and transformer is model:
         raise TypeError(f"mode={mode!r}: CFG parallelism splits the sampling loop's guidance passes; pass the "
                         f"WorldStereo model, not its transformer")
@@ -351,9 +347,6 @@ def enable_context_parallel(model: nn.Module, mode: str = "ulysses", *, group_si
     if not ulysses_anything:  # before any collective work (or pass ulysses_anything=True)
         transformer.check_ulysses_degree(ulysses, name="group_size: the Ulysses degree")
     dp = world // group
-
-    from torch.distributed.device_mesh import init_device_mesh
-
     mesh = init_device_mesh(dev.type, (dp, replicate, cfg, ring, ulysses), mesh_dim_names=MESH_DIMS)
     if attention_backend is not None:
         transformer.set_attention_backend(attention_backend)
@@ -370,7 +363,7 @@ def enable_context_parallel(model: nn.Module, mode: str = "ulysses", *, group_si
     else:
         model.to(dev)
     if ring * ulysses > 1:
-        from diffusers import ContextParallelConfig
+        from diffusers import ContextParallelConfig  # heavy: only when context parallelism is used
 
         transformer.enable_parallelism(config=ContextParallelConfig(
             ring_degree=ring, ulysses_degree=ulysses, mesh=mesh, ulysses_anything=ulysses_anything))
@@ -389,7 +382,7 @@ def enable_context_parallel(model: nn.Module, mode: str = "ulysses", *, group_si
 
 
 def _shard_blocks(module: nn.Module, class_names: set[str], mesh: Any) -> int:
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard  # FSDP2: imported only when sharding
 
     n = 0
     for sub in list(module.modules()):
