@@ -153,7 +153,7 @@ def test_run_batch_outputs_resume_and_failures(tmp_path, model):
         assert set(entries[name]["files"]) == {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
         assert len(read_video(folder / "video.mp4")) == 4
     assert not (out / "v1").exists()
-    assert not [p for p in out.iterdir() if "wsbatch" in p.name]  # no staging leftovers
+    assert sorted(p.name for p in out.iterdir()) == [RECORDS_DIR, MANIFEST_NAME, "v0", "v2"]  # no staging leftovers
 
     # re-run: finished jobs are skipped (files untouched), the failed one is tried again
     stamp = (out / "v0" / "video.mp4").stat().st_mtime_ns
@@ -204,7 +204,7 @@ def test_existing_foreign_output_folder_is_not_replaced(tmp_path, model):
     (out / "v0").mkdir(parents=True)
     (out / "v0" / "notes.txt").write_text("mine")
     report = run_batch(write_jobs(tmp_path / "jobs.jsonl", [job(0)]), out, model, progress=False)
-    assert "not written by this batch" in report.failed["v0"]
+    assert "contains files that worldstereo did not write" in report.failed["v0"]
     assert (out / "v0" / "notes.txt").read_text() == "mine"
 
 

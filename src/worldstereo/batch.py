@@ -43,10 +43,12 @@ unreadable image or trajectory file, a depth map of the wrong size) fails that j
 **Resuming** — each finished job is recorded in ``OUT/.worldstereo-batch/<output>.json`` (status,
 a fingerprint of the job and its settings — fields, input files' size and modification time, model,
 dtype, fps — and the size of every written file) and in the merged ``OUT/manifest.json``. A job's folder
-is written in a hidden staging folder and renamed into place when complete. On a re-run a job is
-skipped when its record says done, its fingerprint is unchanged and its files are all there with
-their recorded sizes; failed jobs (recorded with their error) and changed jobs run again. An existing
-``OUT/<output>`` that this batch did not write is never replaced (that job fails with a message).
+is one transaction of :func:`worldstereo.io.output_folder.output_folder` (as every command's
+``--out``): written in a hidden staging folder next to it and swapped into place when complete. On a
+re-run a job is skipped when its record says done, its fingerprint is unchanged and its files are all
+there with their recorded sizes; failed jobs (recorded with their error) and changed jobs run again.
+An existing ``OUT/<output>`` that ``worldstereo batch`` did not write is never replaced (that job fails
+with a message).
 
 **Batching** — ``batch_size`` > 1 runs compatible jobs (same size, frames, steps, guidance,
 reference count and ``ref_index``; see :class:`~worldstereo.pipeline.BatchedGeneration`) through one
@@ -66,8 +68,6 @@ import logging
 import math
 import os
 import re
-import secrets
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,9 +103,6 @@ MANIFEST_NAME = "manifest.json"
 #: folder of the per-job records (the resume state)
 RECORDS_DIR = ".worldstereo-batch"
 MANIFEST_FORMAT = "worldstereo.batch"
-#: staging folders of jobs being written: ``.<output>.wsbatch-stage-<pid>-<hex>``
-_STAGE_TAG = ".wsbatch-stage-"
-_OLD_TAG = ".wsbatch-old-"
 #: largest jobs file read
 MAX_JOBS_FILE_BYTES = 64 * 2**20
 #: problems listed in one JobsFileError
@@ -541,28 +538,6 @@ def _write_manifest(out: Path, jobs: Sequence[BatchJob], settings: Mapping[str, 
     return path
 
 
-def _commit_folder(staging: Path, target: Path, owned: bool) -> None:
-    """Put the complete ``staging`` folder at ``target`` (a rename; an earlier result of this batch is
-    moved aside first, then deleted)."""
-    if os.path.lexists(target):
-        if not owned:
-            raise FileExistsError(f"output folder {str(target)!r} exists and was not written by this batch; "
-                                  f"remove it or give the job another 'output'")
-        old = target.parent / f".{target.name}{_OLD_TAG}{os.getpid()}-{secrets.token_hex(4)}"
-        os.rename(target, old)
-        os.rename(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, target)
-
-
-def _remove_leftovers(out: Path) -> None:
-    """Staging / replaced folders of interrupted earlier runs."""
-    for p in out.glob(".*"):
-        if (_STAGE_TAG in p.name or _OLD_TAG in p.name) and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-
-
 # ------------------------------------------------------------------------------------- running
 @dataclass
 class BatchReport:
@@ -705,23 +680,23 @@ class _Runner:
         self.records[job.output] = record
 
     def _write(self, prepared: _Prepared, result: Any) -> dict[str, int]:
-        """The job's folder, written in a staging folder and renamed into place; returns its listing."""
+        """The job's folder, written as one transaction (:func:`~worldstereo.io.output_folder.output_folder`:
+        a staging folder renamed into place when complete); returns its listing (name -> bytes)."""
         from . import __version__
         from .commands.generate import write_memory_outputs, write_summary, write_video_outputs
         from .io.image import resize_image, save_image
+        from .io.output_folder import output_folder
 
         job = prepared.job
         t0 = time.perf_counter()
         target = self.out / job.output
-        staging = self.out / f".{job.output}{_STAGE_TAG}{os.getpid()}-{secrets.token_hex(4)}"
-        staging.mkdir(parents=True)
-        try:
-            files = write_video_outputs(staging, "", result.video, result.record, prepared.trajectory, fps=self.fps,
+        with output_folder(target, owner="batch", option=f"output {job.output!r}") as staged:
+            folder = staged.path
+            files = write_video_outputs(folder, "", result.video, result.record, prepared.trajectory, fps=self.fps,
                                         extra_json={"trajectory": job.trajectory})
-            save_image(staging / "image.png",
-                       resize_image(prepared.image, prepared.height, prepared.width).clamp(0, 1))
+            save_image(folder / "image.png", resize_image(prepared.image, prepared.height, prepared.width).clamp(0, 1))
             files["image"] = "image.png"
-            mem_info = write_memory_outputs(staging, result.memory)
+            mem_info = write_memory_outputs(folder, result.memory)
             files.update({k: v for k, v in mem_info.items() if k in ("points", "memory_bank")})
             summary: dict[str, Any] = {
                 "worldstereo_version": __version__, "batch_job": job.as_dict(),
@@ -737,13 +712,8 @@ class _Runner:
                             "files": dict(sorted(files.items()))})
             summary["timings"] = {**result.record.timings, "write": time.perf_counter() - t0,
                                   "total": time.perf_counter() - prepared.started}
-            write_summary(staging, summary)
-            listing = _listing(staging)
-            _commit_folder(staging, target, owned=job.output in self.records)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return listing
+            write_summary(folder, summary)
+        return _listing(target)
 
 
 def _barrier() -> None:
@@ -887,7 +857,6 @@ def run_batch(
     is_main = state is None or state.rank == 0
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(out_dir)
     _barrier()
     runner = _Runner(loaded, out_dir, settings=settings, depth_model=depth_model, fps=fps,
                      show_progress=progress and is_main, device=dev)

@@ -2,17 +2,25 @@
 
 Sub-commands live in :mod:`worldstereo.commands`; each module in :data:`COMMAND_MODULES` exposes
 ``register(subparsers)`` and sets ``func=run`` on its parser. Exit status: 0 on success, 2 for bad
-input (argument errors, missing or invalid files, unknown presets — the message names the option),
-1 for other failures.
+input (argument errors, missing, unreadable or invalid files, an unusable ``--out``, unknown presets —
+a one-line message names the option), 1 for other failures.
+
+Every command with an ``--out`` folder runs inside :func:`worldstereo.io.output_folder.output_folder`:
+``--out`` is checked before any work, the command writes into a staging folder next to it, and the
+staging folder replaces ``--out`` in one atomic step when the command succeeds (see
+``docs/reliability.md``). A command opts out with ``set_defaults(output_folder_arg=None)`` (``batch``,
+whose ``--out`` grows job by job; each job folder is its own transaction).
 
 Under ``torchrun`` (``torchrun --nproc-per-node N -m worldstereo ...``) only rank 0 logs at the
-chosen level and shows progress bars; the other ranks log warnings and errors only. A process group
-the command initialised is destroyed when it ends.
+chosen level, shows progress bars and writes ``--out`` (the other ranks compute the same video and
+write nothing; they log warnings and errors only). A process group the command initialised is
+destroyed when it ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -28,8 +36,14 @@ logger = logging.getLogger("worldstereo")
 #: sub-command modules under ``worldstereo.commands``, in ``--help`` order
 COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct", "batch")
 
+#: most CPU threads ``--threads`` accepts (torch crashes with absurd values)
+MAX_THREADS = 256
+
 #: exceptions reported as bad input (exit status 2) without a traceback
-_BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
+_BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ImportError)
+#: other OSErrors that come from a bad path given by the user (exit status 2)
+_BAD_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENOTDIR,
+                    errno.EISDIR, errno.ENOENT}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         if hasattr(args, "no_progress"):
             args.no_progress = True
-    if args.threads is not None and args.threads < 1:
-        logger.error("error: --threads: expected a positive integer, got %s", args.threads)
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        logger.error("error: --threads: expected a positive integer (at most %d), got %s", MAX_THREADS, args.threads)
         return 2
     previous_threads = None
     had_process_group = _process_group_exists()  # one a command initialises is destroyed at the end
@@ -102,22 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(args.threads)
     try:
-        return int(args.func(args) or 0)
+        return _run_command(args)
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
-    except _BAD_INPUT as exc:
-        if args.verbose:
-            logger.exception("error")
-        else:
-            logger.error("error: %s", exc)
-        return 2
     except Exception as exc:  # noqa: BLE001 - the CLI reports every failure with a message
+        bad_input = isinstance(exc, _BAD_INPUT) or (isinstance(exc, OSError) and exc.errno in _BAD_PATH_ERRNOS)
         if args.verbose:
-            logger.exception("failed")
+            logger.exception("error" if bad_input else "failed")
+        elif bad_input:
+            logger.error("error: %s", _one_line(exc))
         else:
-            logger.error("failed: %s: %s (run with -v for the traceback)", type(exc).__name__, exc)
-        return 1
+            logger.error("failed: %s: %s (run with -v for the traceback)", type(exc).__name__, _one_line(exc))
+        return 2 if bad_input else 1
     finally:
         if previous_threads is not None:  # main() may run inside a larger process (tests, notebooks)
             import torch
@@ -131,6 +142,34 @@ def _process_group_exists() -> bool:
     """Whether a torch.distributed process group exists (without importing torch for it)."""
     dist = sys.modules.get("torch.distributed")
     return bool(dist is not None and dist.is_available() and dist.is_initialized())
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (newlines of multi-line messages folded)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``args.func(args)``, inside a transactional output folder when the command has ``--out``."""
+    attr = getattr(args, "output_folder_arg", "out")
+    if attr is None or getattr(args, attr, None) is None or _rank() != 0:  # torchrun: rank 0 writes --out
+        return int(args.func(args) or 0)
+    from worldstereo.io.output_folder import output_folder
+
+    target = getattr(args, attr)
+    with output_folder(target, owner=args.command, option="--" + attr.replace("_", "-")) as staged:
+        setattr(args, attr, staged.path)
+        args.output_target = staged.target
+        try:
+            code = int(args.func(args) or 0)
+        finally:
+            setattr(args, attr, target)
+        if code != 0:
+            staged.discard()
+    if code == 0:
+        logger.info("results in %s", staged.target)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

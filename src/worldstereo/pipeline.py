@@ -161,6 +161,31 @@ def _frame_depth_estimator(model: Any, estimator: Any) -> Any:
     return estimator
 
 
+def _reconstruction_depth_source(model: Any, depth_estimator: Any) -> Any:
+    """The depth source :func:`reconstruct_3d` runs on every generated frame.
+
+    A fixed depth map (a tensor / array, a depth file, a ``UserDepth``) describes only the condition
+    image: the generated frames then use ``model.depth_estimator``, with a warning; without one this
+    raises instead of silently reusing the condition view's depth for every frame.
+    """
+    from .depth.user import DEPTH_FILE_SUFFIXES, UserDepth
+
+    fixed = isinstance(depth_estimator, (UserDepth, Tensor, np.ndarray)) or (
+        isinstance(depth_estimator, (str, Path)) and Path(depth_estimator).suffix.lower() in DEPTH_FILE_SUFFIXES)
+    if not fixed:
+        return depth_estimator
+    fallback = getattr(model, "depth_estimator", None)
+    if fallback is None:
+        raise ValueError(
+            "depth_estimator: a fixed depth map only describes the condition image, but reconstruct_3d needs the "
+            "depth of every generated frame; pass a depth model (a DepthEstimator, a transformers model id or "
+            "folder, or 'moge') or use a model that carries a depth estimator"
+        )
+    logger.warning("depth_estimator: the fixed depth map is used for the condition image only; the generated "
+                   "frames are reconstructed with the model's depth estimator")
+    return fallback
+
+
 def _new_scene_memory(model: Any, use_geometric: bool, use_spatial: bool) -> SceneMemory:
     from .memory import GlobalGeometricMemory, SpatialStereoMemory
 
@@ -1164,6 +1189,11 @@ def reconstruct_3d(
         (N,3) in [0,1], ``normals`` (N,3), ``cameras`` (the trajectory at the video size),
         ``quality_metrics`` (masked re-projection PSNR between frames, point count), and
         ``mesh`` (``trimesh.Trimesh``) for ``"mesh"`` / ``field`` for ``"neural_field"``.
+
+    Depth: every generated frame's depth is estimated with ``depth_estimator`` (default: the
+    model's estimator, else Depth Anything V2 Small). A fixed depth map given as
+    ``depth_estimator`` only describes the condition image: the frames then use the model's own
+    estimator (with a warning), and without one a ``ValueError`` is raised before generation.
     """
     if reconstruction_method not in RECONSTRUCTION_METHODS:
         raise ValueError(
@@ -1174,7 +1204,7 @@ def reconstruct_3d(
         raise ValueError(f"output_format: reconstruct_3d returns a tensor or an array; expected 'tensor', "
                          f"'numpy' or 'video', got {output_format!r}")
     memory = generation_kwargs.pop("memory", None) or SceneMemory()
-    depth_estimator = generation_kwargs.get("depth_estimator")
+    frame_depth = _reconstruction_depth_source(model, generation_kwargs.get("depth_estimator"))
     frames = generate_video(
         model, condition_image, camera_trajectory, num_frames=num_frames, output_format="tensor",
         memory=memory, **generation_kwargs,
@@ -1186,7 +1216,7 @@ def reconstruct_3d(
     trajectory = trajectory.resized(int(height), int(width))
     from .reconstruction import reconstruct
 
-    estimator = _resolve_depth_estimator(model, depth_estimator)
+    estimator = _resolve_depth_estimator(model, frame_depth)
     reference_points = memory.geometric.points if memory.geometric is not None and not memory.geometric.is_empty else None
     result = reconstruct(frames, trajectory, method=reconstruction_method, depth=estimator,
                          reference_points=reference_points)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -123,6 +124,10 @@ def validate_generation_args(
             raise ValueError(f"save_path: the folder {str(parent)!r} does not exist")
         if Path(save_path).suffix.lower() != ".mp4":
             raise ValueError(f"save_path: expected a path ending in .mp4, got {str(save_path)!r}")
+        if Path(save_path).is_dir():
+            raise ValueError(f"save_path: {str(save_path)!r} is a folder, expected a .mp4 file path")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"save_path: the folder {str(parent)!r} is not writable")
     if progress_callback is not None and not callable(progress_callback):
         raise TypeError(f"progress_callback: expected a callable(step, total_steps, latent) or None, got {progress_callback!r}")
     if not isinstance(prompt, str):

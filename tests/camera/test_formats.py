@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from worldstereo.camera import CameraTrajectory
-from worldstereo.camera.formats import TRAJECTORY_SCHEMA_PATH, validate_trajectory_document
+from worldstereo.camera.formats import (
+    TRAJECTORY_SCHEMA_PATH,
+    read_npz,
+    read_realestate10k,
+    read_reference_json,
+    read_transforms_json,
+    validate_trajectory_document,
+)
 
 
 def _example_cameras(examples_dir):
@@ -182,3 +189,62 @@ def test_failed_write_leaves_existing_file(tmp_path):
     with pytest.raises(ValueError, match="intrinsics"):
         CameraTrajectory(_traj().w2c).to_reference_json(path)
     assert path.read_text() == before
+
+
+# ------------------------------------------------------------------------------ hostile files
+_EYE = np.eye(4).tolist()
+_K = [[40.0, 0.0, 24.0], [0.0, 40.0, 16.0], [0.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("text, field, match", [
+    (json.dumps({"extrinsic": [_EYE], "intrinsic": _K, "width": 48.5, "height": 32}), "width", "fractional"),
+    (json.dumps({"extrinsic": [_EYE], "intrinsic": _K, "width": "48", "height": 32}), "width", "expected an integer"),
+    (json.dumps({"extrinsic": [_EYE], "intrinsic": _K, "width": 10**9, "height": 32}), "width", "<= 65536"),
+    ('{"extrinsic": [[[NaN, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]]}', None, "NaN"),
+    (json.dumps({"extrinsic": [[[1, 0], [0]]]}), "extrinsic", "matrices"),
+    ("[" * 50000 + "]" * 50000, None, "nested too deeply"),
+])
+def test_reference_json_refuses_silent_changes(tmp_path, text, field, match):
+    from worldstereo.io.errors import InputFileError
+
+    p = tmp_path / "camera.json"
+    p.write_text(text)
+    with pytest.raises(InputFileError, match=match) as info:
+        read_reference_json(p)
+    assert str(p) in str(info.value) and (field is None or info.value.field == field)
+
+
+def test_transforms_json_hostile_values(tmp_path):
+    from worldstereo.io.errors import InputFileError
+
+    base = {"w": 48, "h": 32, "frames": [{"transform_matrix": _EYE}]}
+    for extra, match in (({"camera_angle_x": 0}, "field of view"), ({"fl_x": -5}, "positive"),
+                         ({"fl_x": 40, "w": 4.5}, "fractional"), ({"fl_x": 40, "cx": "mid"}, "expected a number"),
+                         ({"fl_x": 40, "frames": [{"transform_matrix": [[0] * 4] * 4}]}, "last row|rotation|rigid"),
+                         ({"fl_x": 40, "frames": [1]}, "transform_matrix")):
+        p = tmp_path / "transforms.json"
+        p.write_text(json.dumps({**base, **extra}))
+        with pytest.raises(InputFileError, match=match):
+            read_transforms_json(p)
+        with pytest.raises(InputFileError, match=f"source.*({match})"):  # an in-memory dict names 'source'
+            read_transforms_json({**base, **extra})
+
+
+def test_realestate10k_and_npz_hostile_values(tmp_path):
+    from worldstereo.io.errors import InputFileError
+
+    p = tmp_path / "cams.txt"
+    for line in (" ".join(["nan"] * 19), " ".join(["1e999"] * 19), "0 " * 19):
+        p.write_text("url\n" + line + "\n")
+        with pytest.raises(InputFileError, match="line 2"):
+            read_realestate10k(p, height=32, width=48)
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InputFileError, match="UTF-8"):
+        read_realestate10k(p, height=32, width=48)
+    z = tmp_path / "cams.npz"
+    np.savez(z, w2c=np.eye(4)[None], intrinsics=np.array(_K)[None], image_height=np.array(32.5), image_width=48)
+    with pytest.raises(InputFileError, match="image_height.*fractional"):
+        read_npz(z)
+    np.savez(z, w2c=np.array([{"pickled": True}], dtype=object))
+    with pytest.raises(InputFileError, match="pickle"):
+        read_npz(z)

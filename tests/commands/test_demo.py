@@ -28,8 +28,8 @@ def demo_dir(tmp_path_factory):
 
 def test_files_written(demo_dir):
     names = sorted(p.name for p in demo_dir.iterdir())
-    assert names == sorted(["camera.json", "contact_sheet.png", "depth.npy", "image.png", "metrics.json",
-                            "points.ply", "render.mp4", "render_mask.mp4"])
+    assert names == sorted([".worldstereo-output.json", "camera.json", "contact_sheet.png", "depth.npy", "image.png",
+                            "metrics.json", "points.ply", "render.mp4", "render_mask.mp4"])
     sheet = load_image(demo_dir / "contact_sheet.png")
     assert sheet.shape[1] > 3 * H and sheet.shape[2] > 3 * W
 

@@ -97,7 +97,8 @@ def test_generate_end_to_end(inputs, tmp_path):
     for name in ("video.mp4", "render.mp4", "render_mask.mp4", "camera.json", "image.png", "points.ply",
                  "summary.json", "memory_bank/cameras.json"):
         assert (out / name).is_file(), name
-    assert not list(out.glob(".*")), "temporary files left behind"
+    assert [p.name for p in out.glob(".*")] == [".worldstereo-output.json"], "temporary files left behind"
+    assert not list(out.parent.glob(".gen.*")), "staging folder left behind"
     video, render, mask = (_decode(out / n) for n in ("video.mp4", "render.mp4", "render_mask.mp4"))
     assert video.shape == render.shape == mask.shape == (FRAMES, H, W, 3)
     # frame 0 of the render is the condition image (resized 64 -> 32), with no holes

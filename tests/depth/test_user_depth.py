@@ -76,7 +76,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match="unsupported depth file"):
         load_depth(tmp_path / "d.txt")
     (tmp_path / "bad.npy").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="not a valid .npy array"):
         load_depth(tmp_path / "bad.npy")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match="single-channel"):

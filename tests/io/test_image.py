@@ -118,3 +118,53 @@ def test_resize_rescales_K():
     assert torch.allclose(resize_image(const, 7, 13), torch.full((3, 7, 13), 0.25), atol=1e-5)
     with pytest.raises(ValueError, match="height/width"):
         resize_image(img, 0, 4)
+
+
+def test_32_bit_images_are_converted_or_refused_never_clipped(tmp_path, caplog):
+    from worldstereo.io.errors import InputFileError
+
+    ok_int = tmp_path / "i32.tif"
+    Image.fromarray((np.arange(12 * 20, dtype=np.int32).reshape(12, 20) * 270)).save(ok_int)
+    assert Image.open(ok_int).mode == "I"
+    img = load_image(ok_int)
+    assert abs(float(img[0, 11, 19]) - 239 * 270 / 65535) < 1e-6
+    assert "32-bit integer image read as 16-bit" in caplog.text
+    big = tmp_path / "big.tif"
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(big)
+    with pytest.raises(InputFileError, match="32-bit integer.*65535"):
+        load_image(big)
+    f_ok = tmp_path / "f.tif"
+    Image.fromarray(np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4), mode="F").save(f_ok)
+    assert torch.allclose(load_image(f_ok)[0], torch.linspace(0, 1, 16).reshape(4, 4))
+    for name, value in (("over.tif", 1.5), ("neg.tif", -0.5), ("nan.tif", np.nan)):
+        Image.fromarray(np.full((4, 4), value, np.float32), mode="F").save(tmp_path / name)
+        with pytest.raises(InputFileError, match="32-bit float") as info:
+            load_image(tmp_path / name, name="IMAGE")
+        assert name in str(info.value) and "IMAGE" in str(info.value)
+    with pytest.raises(ValueError, match="32-bit float"):  # a PIL image in memory: same rule
+        load_image(Image.fromarray(np.full((4, 4), 2.0, np.float32), mode="F"))
+
+
+@pytest.mark.parametrize("mode", ["P", "PA", "CMYK", "LA", "1", "YCbCr", "I;16"])
+def test_other_modes_become_rgb(mode, tmp_path):
+    img = Image.new(mode if mode != "I;16" else "I;16", (6, 4))
+    fmt = "TIFF" if mode in ("CMYK", "YCbCr", "PA") else "PNG"
+    p = tmp_path / f"x.{fmt.lower()}"
+    img.save(p, format=fmt)
+    t = load_image(p)
+    assert t.shape == (3, 4, 6) and t.dtype == torch.float32 and 0 <= float(t.min()) <= float(t.max()) <= 1
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
+    from worldstereo.io import limits
+    from worldstereo.io.errors import InputFileError
+
+    p = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(p)
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(InputFileError, match="exceeds the limit"):
+        load_image(p)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL's own bomb check (an error above 2x)
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 1 << 27)
+    with pytest.raises(InputFileError, match="decompression bomb"):
+        load_image(p)

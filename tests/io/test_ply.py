@@ -163,3 +163,79 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode"):
         with atomic_open(f, "a"):
             pass
+
+
+def test_comment_newline_cannot_inject_header_lines(tmp_path: Path) -> None:
+    p = tmp_path / "c.ply"
+    with pytest.raises(ValueError, match="line break"):
+        write_ply(p, np.zeros((2, 3)), comments=["ok\nelement vertex 999\nproperty float evil"])
+    with pytest.raises(ValueError, match="line break|non-ASCII"):
+        write_ply(p, np.zeros((2, 3)), comments=["é"])
+    with pytest.raises(TypeError, match="list"):
+        write_ply(p, np.zeros((2, 3)), comments="one string")
+    with pytest.raises(ValueError, match="property names"):
+        write_ply(p, np.zeros((2, 3)), extra={"a\nb": np.zeros(2)})
+    assert not p.exists()
+    write_ply(p, np.zeros((2, 3)), comments=["fine: a comment"])
+    assert read_ply(p)["xyz"].shape == (2, 3)
+
+
+def test_colours_out_of_range_are_refused_not_wrapped(tmp_path: Path) -> None:
+    p = tmp_path / "c.ply"
+    for rgb in (np.full((2, 3), 300), np.full((2, 3), -1), np.full((2, 3), 1.5), np.full((2, 3), 255.0)):
+        with pytest.raises(ValueError, match="rgb"):
+            write_ply(p, np.zeros((2, 3)), rgb=rgb)
+    write_ply(p, np.zeros((2, 3)), rgb=np.full((2, 3), 1.0 + 5e-4))  # rounding excess: clipped
+    assert (read_ply(p)["rgb"] == 255).all()
+    ascii_ply = ("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+                 "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n0 0 0 {} 0 0\n")
+    for bad in ("300", "-1", "2.5", "nan"):
+        (tmp_path / "a.ply").write_text(ascii_ply.format(bad))
+        with pytest.raises(PlyFormatError, match="red"):
+            read_ply(tmp_path / "a.ply")
+    (tmp_path / "a.ply").write_text(ascii_ply.format("255"))
+    assert read_ply(tmp_path / "a.ply")["rgb"].tolist() == [[255, 0, 0]]
+
+
+def test_point_cloud_colours_from_files(tmp_path: Path) -> None:
+    from worldstereo.geometry import PointCloud
+    from worldstereo.io.errors import InputFileError
+
+    head = "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\n"
+    p = tmp_path / "p.ply"
+    p.write_text(head + "property int red\nproperty int green\nproperty int blue\nend_header\n0 0 1 300 0 0\n")
+    with pytest.raises(InputFileError, match="red/green/blue"):
+        PointCloud.load_ply(p)
+    p.write_text(head + "property float red\nproperty float green\nproperty float blue\nend_header\n0 0 1 -3 0 0\n")
+    with pytest.raises(InputFileError, match="float colours"):
+        PointCloud.load_ply(p)
+    p.write_text(head + "property float red\nproperty float green\nproperty float blue\nend_header\n0 0 1 255 51 0\n")
+    cloud = PointCloud.load_ply(p)  # float 0-255 colours: converted (with a logged warning)
+    assert torch.allclose(cloud.rgb, torch.tensor([[1.0, 0.2, 0.0]]))
+    p.write_text(head + "end_header\n0 0 3e39\n")
+    with pytest.raises(InputFileError, match="float32"):
+        PointCloud.load_ply(p)
+    p.write_text(head.replace("float", "double") + "end_header\n0 0 3e39\n")  # fits a double, not float32
+    with pytest.raises(InputFileError, match="float32"):
+        PointCloud.load_ply(p)
+
+
+@pytest.mark.parametrize("header, tail, match", [
+    ("element vertex 1000000000000\nproperty float x\nproperty float y\nproperty float z\n", b"\0" * 12, "truncated"),
+    ("element vertex 1\nproperty float x\nproperty float y\nproperty float z\nelement face 1000000000000\n"
+     "property list uchar int vertex_indices\n", b"\0" * 12 + b"\3" + b"\0" * 12, "truncated"),
+    ("element vertex 1\nproperty float x\nproperty float x\nproperty float z\n", b"\0" * 12, "twice"),
+    ("element vertex 1\nproperty float x\nproperty float y\nproperty float z\nelement vertex 1\n", b"", "twice"),
+    ("element vertex 1\nproperty float x\nproperty float y\nproperty float z\nelement empty 5\n", b"\0" * 12,
+     "no properties"),
+    ("element vertex 1\nproperty float x\nproperty float y\nproperty float z\nelement face 1\n"
+     "property list float int vertex_indices\n", b"\0" * 20, "count type"),
+    ("element vertex 1\nproperty float x\nproperty float y\nproperty float z\nelement face 1\n"
+     "property list char int vertex_indices\n", b"\0" * 12 + b"\xff" + b"\0" * 12, "negative list length"),
+])
+def test_hostile_headers(tmp_path: Path, header: str, tail: bytes, match: str) -> None:
+    p = tmp_path / "h.ply"
+    p.write_bytes(f"ply\nformat binary_little_endian 1.0\n{header}end_header\n".encode() + tail)
+    with pytest.raises(PlyFormatError, match=match) as info:
+        read_ply(p)
+    assert str(p) in str(info.value)

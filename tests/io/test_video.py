@@ -96,3 +96,45 @@ def test_read_errors(tmp_path):
     bad.write_bytes(b"not a video at all" * 10)
     with pytest.raises(ValueError, match="cannot decode"):
         read_video(bad)
+
+
+@pytest.mark.parametrize("suffix, container", [(".mp4", "mp4"), (".m4v", "mp4"), (".mov", "mov"),
+                                               (".mkv", "matroska"), (".avi", "avi"), (".AVI", "avi")])
+def test_container_follows_the_extension(tmp_path, suffix, container):
+    frames = _smooth_frames(t=3, h=16, w=16)
+    p = write_video(tmp_path / f"v{suffix}", frames, fps=8)
+    with av.open(str(p)) as c:
+        assert container in c.format.name.split(",")
+        assert c.streams.video[0].codec_context.name == "h264"
+    back = read_video(p)
+    assert back.shape == (3, 3, 16, 16) and float((back - frames).abs().mean()) < 0.05
+
+
+@pytest.mark.parametrize("name", ["v.webm", "v.gif", "video", "v.mp4.txt"])
+def test_other_extensions_are_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="unsupported extension"):
+        write_video(tmp_path / name, torch.rand(2, 3, 16, 16))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float_frames_outside_unit_range_are_refused():
+    for bad in (torch.full((2, 3, 8, 8), 1.5), torch.full((2, 3, 8, 8), -0.5)):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            frames_to_uint8(bad)
+    assert frames_to_uint8(torch.full((1, 3, 2, 2), 1.0 + 1e-4)).max() == 255  # rounding excess: clipped
+
+
+def test_read_errors_are_input_file_errors_naming_the_file(tmp_path):
+    from worldstereo.io.errors import InputFileError
+
+    p = write_video(tmp_path / "ok.mp4", _smooth_frames(t=4, h=16, w=16))
+    data = p.read_bytes()
+    for name, blob in (("trunc.mp4", data[: len(data) // 3]), ("empty.mp4", b""), ("noise.mp4", bytes(range(256)))):
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(InputFileError) as info:
+            read_video(tmp_path / name)
+        assert name in str(info.value)
+    with pytest.raises(InputFileError, match="limit"):
+        read_video(p, max_bytes=1000)
+    with pytest.raises(InputFileError, match="directory"):
+        read_video(tmp_path)

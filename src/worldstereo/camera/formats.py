@@ -15,6 +15,12 @@ Formats:
       ``trajectory.schema.json`` next to this module.
 
 All writers are atomic (temporary file in the destination folder + ``os.replace``).
+
+All readers raise :class:`~worldstereo.io.errors.InputFileError` (a ``ValueError``) naming the file
+and the field for anything they cannot use — malformed or non-UTF-8 text, JSON with ``NaN`` or
+nesting too deep to parse, wrong types, fractional or out-of-range image sizes (at most
+:data:`~worldstereo.io.limits.MAX_IMAGE_SIDE`), non-finite numbers, non-rigid poses, a corrupt or
+pickled ``.npz`` — and :class:`FileNotFoundError` for a missing file.
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..io import limits
 from ..io.atomic import atomic_open
+from ..io.errors import InputFileError, reading
+from ..io.files import finite_number, load_npz, read_json_file, read_text_file
 from .trajectory import CameraTrajectory, _OPENGL_FLIP
 
 __all__ = [
@@ -68,12 +77,18 @@ def _read_json(source: Any, name: str = "source") -> tuple[Any, Path | None]:
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"{name}: expected a path or a dict, got {type(source).__name__}")
     path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: file {str(path)!r} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), path
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name}: {str(path)!r} is not valid JSON ({exc})") from None
+    return read_json_file(path, name, "camera file"), path
+
+
+def _size(value: Any, field: str, path: Any) -> int:
+    """An image width / height read from a file: a positive integer (integral floats accepted)."""
+    return int(finite_number(value, field, path=path, integer=True, minimum=1, maximum=limits.MAX_IMAGE_SIDE))
+
+
+def _check_size_args(height: Any, width: Any) -> None:
+    for key, v in (("height", height), ("width", width)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 < v <= limits.MAX_IMAGE_SIDE):
+            raise ValueError(f"{key}: expected a positive integer (at most {limits.MAX_IMAGE_SIDE}), got {v!r}")
 
 
 def _write_text(path: Any, text: str) -> None:
@@ -82,12 +97,9 @@ def _write_text(path: Any, text: str) -> None:
 
 
 def _image_size(image_path: Any) -> tuple[int, int]:
-    from PIL import Image
+    from ..io.image import open_image_file
 
-    p = Path(image_path)
-    if not p.is_file():
-        raise FileNotFoundError(f"image_path: file {str(p)!r} does not exist")
-    with Image.open(p) as im:
+    with open_image_file(image_path, "image_path") as im:
         w, h = im.size
     return int(h), int(w)
 
@@ -95,12 +107,17 @@ def _image_size(image_path: Any) -> tuple[int, int]:
 def _matrices(value: Any, shape: tuple[int, int], name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a list of {shape[0]}x{shape[1]} matrices of numbers") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputFileError(None, f"expected a list of {shape[0]}x{shape[1]} matrices of numbers",
+                             field=name) from None
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1:] != shape:
-        raise ValueError(f"{name}: expected shape (N, {shape[0]}, {shape[1]}), got {arr.shape}")
+        raise InputFileError(None, f"expected shape (N, {shape[0]}, {shape[1]}), got {arr.shape}", field=name)
+    if arr.shape[0] == 0 or arr.shape[0] > limits.MAX_CAMERAS:
+        raise InputFileError(None, f"expected 1 to {limits.MAX_CAMERAS} matrices, got {arr.shape[0]}", field=name)
+    if not np.isfinite(arr).all():
+        raise InputFileError(None, "matrices must be finite (no NaN / infinity)", field=name)
     return arr
 
 
@@ -152,24 +169,34 @@ def read_reference_json(source: Any, *, height: int | None = None, width: int | 
         dtype: float32 (default) or float64 (keeps the file's numbers exactly).
 
     Raises:
-        ValueError: unknown layout, bad matrices, or no way to determine the image size.
+        InputFileError: (a ``ValueError``) unknown layout, bad matrices or sizes, or no way to
+            determine the image size; the message names the file and the key.
+        ValueError: bad ``height`` / ``width`` arguments.
         FileNotFoundError: ``source`` or ``image_path`` does not exist.
     """
-    data, json_path = _read_json(source)
     if (height is None) != (width is None):
         raise ValueError("height/width: give both or neither")
+    _check_size_args(height, width)
+    data, json_path = _read_json(source)
+    with reading(json_path, "reference camera file", option=None if json_path else "source"):
+        return _reference_from_doc(data, json_path, height, width, image_path, dtype)
+
+
+def _reference_from_doc(data: Any, json_path: Path | None, height: int | None, width: int | None, image_path: Any,
+                        dtype: torch.dtype) -> CameraTrajectory:
     if not isinstance(data, dict):
         raise ValueError("source: expected a JSON object with 'extrinsic'/'intrinsic' or a bank of such objects")
     bank_key = None
     if "extrinsic" in data:
         ext = _matrices(data["extrinsic"], (4, 4), "extrinsic")
-        intr = _matrices(data["intrinsic"], (3, 3), "intrinsic") if "intrinsic" in data else None
-        file_h, file_w = data.get("height"), data.get("width")
+        intr = _matrices(data["intrinsic"], (3, 3), "intrinsic") if data.get("intrinsic") is not None else None
+        file_h = None if data.get("height") is None else _size(data["height"], "height", json_path)
+        file_w = None if data.get("width") is None else _size(data["width"], "width", json_path)
     elif data and all(isinstance(v, dict) and "extrinsic" in v for v in data.values()):
         keys = sorted(data)
         bank_key = keys[0]
         ext = np.concatenate([_matrices(data[k]["extrinsic"], (4, 4), f"{k}.extrinsic") for k in keys])
-        if all("intrinsic" in data[k] for k in keys):
+        if all(data[k].get("intrinsic") is not None for k in keys):
             intr = np.concatenate([_matrices(data[k]["intrinsic"], (3, 3), f"{k}.intrinsic") for k in keys])
         else:
             intr = None
@@ -181,7 +208,7 @@ def read_reference_json(source: Any, *, height: int | None = None, width: int | 
         if image_path is not None:
             height, width = _image_size(image_path)
         elif file_h is not None and file_w is not None:
-            height, width = int(file_h), int(file_w)
+            height, width = file_h, file_w
         else:
             found = _discover_image(json_path, bank_key)
             if found is not None:
@@ -228,26 +255,36 @@ def write_reference_json(traj: CameraTrajectory, path: Any = None, *, layout: st
 
 
 # -------------------------------------------------------------------------------- transforms.json
-def _frame_intrinsics(frame: dict, top: dict, i: int) -> tuple[float, float, float, float, int, int]:
+def _frame_intrinsics(frame: dict, top: dict, i: int, path: Any) -> tuple[float, float, float, float, int, int]:
     def get(key: str) -> Any:
         return frame.get(key, top.get(key))
 
+    def where(key: str) -> str:
+        return f"frames[{i}].{key}" if key in frame else key
+
     w, h = get("w"), get("h")
     if w is None or h is None:
-        raise ValueError(f"source: frame {i} has no image size ('w'/'h' at the top level or in the frame)")
-    w, h = int(w), int(h)
+        raise InputFileError(path, "no image size ('w'/'h' at the top level or in the frame)", field=f"frames[{i}]")
+    w, h = _size(w, where("w"), path), _size(h, where("h"), path)
     fl_x, fl_y = get("fl_x"), get("fl_y")
-    if fl_x is None and get("camera_angle_x") is not None:
-        fl_x = 0.5 * w / math.tan(0.5 * float(get("camera_angle_x")))
-    if fl_y is None and get("camera_angle_y") is not None:
-        fl_y = 0.5 * h / math.tan(0.5 * float(get("camera_angle_y")))
+    for key, size in (("camera_angle_x", w), ("camera_angle_y", h)):
+        if get(key) is not None and (fl_x if key.endswith("x") else fl_y) is None:
+            angle = finite_number(get(key), where(key), path=path)
+            if not 0 < angle < math.pi:
+                raise InputFileError(path, f"expected a field of view in (0, pi) radians, got {angle!r}",
+                                     field=where(key))
+            focal = 0.5 * size / math.tan(0.5 * angle)
+            if key.endswith("x"):
+                fl_x = focal
+            else:
+                fl_y = focal
     if fl_x is None and fl_y is None:
-        raise ValueError(f"source: frame {i} has no focal length ('fl_x'/'fl_y' or 'camera_angle_x')")
-    fl_x = float(fl_x if fl_x is not None else fl_y)
-    fl_y = float(fl_y if fl_y is not None else fl_x)
-    cx = float(get("cx")) if get("cx") is not None else w / 2.0
-    cy = float(get("cy")) if get("cy") is not None else h / 2.0
-    return fl_x, fl_y, cx, cy, h, w
+        raise InputFileError(path, "no focal length ('fl_x'/'fl_y' or 'camera_angle_x')", field=f"frames[{i}]")
+    fl_x = finite_number(fl_x if fl_x is not None else fl_y, where("fl_x"), path=path, positive=True)
+    fl_y = finite_number(fl_y if fl_y is not None else fl_x, where("fl_y"), path=path, positive=True)
+    cx = finite_number(get("cx"), where("cx"), path=path) if get("cx") is not None else w / 2.0
+    cy = finite_number(get("cy"), where("cy"), path=path) if get("cy") is not None else h / 2.0
+    return float(fl_x), float(fl_y), float(cx), float(cy), h, w
 
 
 def read_transforms_json(source: Any, *, dtype: torch.dtype = torch.float32) -> CameraTrajectory:
@@ -259,24 +296,34 @@ def read_transforms_json(source: Any, *, dtype: torch.dtype = torch.float32) -> 
     Distortion coefficients are ignored (logged).
 
     Raises:
-        ValueError: no frames, missing focal length / size, differing sizes, bad matrices.
+        InputFileError: (a ``ValueError``) no frames, missing or invalid focal length / size,
+            differing sizes, bad matrices; the message names the file and the key.
     """
-    data, _ = _read_json(source)
+    data, path = _read_json(source)
+    with reading(path, "transforms.json file", option=None if path else "source"):
+        return _transforms_from_doc(data, path, dtype)
+
+
+def _transforms_from_doc(data: Any, path: Path | None, dtype: torch.dtype) -> CameraTrajectory:
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
-        raise ValueError("source: expected a transforms.json object with a non-empty 'frames' list")
+        raise InputFileError(path, "expected a transforms.json object with a non-empty 'frames' list")
     frames = data["frames"]
+    if len(frames) > limits.MAX_CAMERAS:
+        raise InputFileError(path, f"{len(frames)} frames, more than the limit of {limits.MAX_CAMERAS}",
+                             field="frames")
     mats, Ks, sizes = [], [], set()
     for i, fr in enumerate(frames):
         if not isinstance(fr, dict) or "transform_matrix" not in fr:
-            raise ValueError(f"source: frame {i} has no 'transform_matrix'")
+            raise InputFileError(path, "expected an object with a 'transform_matrix'", field=f"frames[{i}]")
         m = _matrices(fr["transform_matrix"], (4, 4), f"frames[{i}].transform_matrix")[0]
         mats.append(m)
-        fx, fy, cx, cy, h, w = _frame_intrinsics(fr, data, i)
+        fx, fy, cx, cy, h, w = _frame_intrinsics(fr, data, i, path)
         sizes.add((h, w))
         Ks.append([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
     if len(sizes) != 1:
-        raise ValueError(f"source: frames have different image sizes {sorted(sizes)}; a trajectory has one size")
-    if any(abs(float(data.get(k, 0.0) or 0.0)) > 0 for k in ("k1", "k2", "k3", "p1", "p2")):
+        raise InputFileError(path, f"frames have different image sizes {sorted(sizes)}; a trajectory has one size")
+    distortion = [data.get(k) for k in ("k1", "k2", "k3", "p1", "p2")]
+    if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v != 0 for v in distortion):
         logger.warning("transforms.json: lens distortion coefficients are ignored (pinhole model)")
     (h, w), = sizes
     c2w_gl = torch.from_numpy(np.stack(mats)).to(torch.float64)
@@ -335,15 +382,27 @@ def read_realestate10k(source: Any, *, height: int, width: int, dtype: torch.dty
         height, width: pixel size of the frames (to de-normalise the intrinsics).
 
     Raises:
-        ValueError: malformed lines or no pose line.
+        InputFileError: (a ``ValueError``) malformed lines, non-finite numbers or no pose line; the
+            message names the file and the line.
+        ValueError: bad ``height`` / ``width``.
     """
+    _check_size_args(height, width)
+    if height is None or width is None:
+        raise ValueError("height/width: required (RealEstate10K intrinsics are normalised by the image size)")
+    path = None
     if isinstance(source, str) and "\n" in source:
         text = source
     else:
-        p = Path(source)
-        if not p.is_file():
-            raise FileNotFoundError(f"source: file {str(p)!r} does not exist")
-        text = p.read_text(encoding="utf-8")
+        if not isinstance(source, (str, os.PathLike)):
+            raise TypeError(f"source: expected a path or the file's text, got {type(source).__name__}")
+        path = Path(source)
+        text = read_text_file(path, "source", "RealEstate10K camera file")
+    with reading(path, "RealEstate10K camera file", option=None if path else "source"):
+        return _realestate_from_text(text, path, height, width, dtype)
+
+
+def _realestate_from_text(text: str, path: Path | None, height: int, width: int, dtype: torch.dtype
+                          ) -> CameraTrajectory:
     rows = []
     for lineno, line in enumerate(text.splitlines()):
         parts = line.split()
@@ -354,13 +413,20 @@ def read_realestate10k(source: Any, *, height: int, width: int, dtype: torch.dty
         except ValueError:
             if lineno == 0 and not rows:
                 continue  # URL line
-            raise ValueError(f"source: line {lineno + 1} is not numeric: {line[:60]!r}") from None
+            raise InputFileError(path, f"not numeric: {line[:60]!r}", field=f"line {lineno + 1}") from None
         if len(vals) != 19:
-            raise ValueError(f"source: line {lineno + 1} has {len(vals)} numbers, expected 19 "
-                             "(timestamp fx fy cx cy k1 k2 + 3x4 w2c)")
+            raise InputFileError(path, f"{len(vals)} numbers, expected 19 (timestamp fx fy cx cy k1 k2 + 3x4 w2c)",
+                                 field=f"line {lineno + 1}")
+        if not all(math.isfinite(v) for v in vals):
+            raise InputFileError(path, "non-finite number (nan / inf)", field=f"line {lineno + 1}")
+        if not (vals[1] > 0 and vals[2] > 0):
+            raise InputFileError(path, f"normalised focal lengths must be positive, got fx={vals[1]}, fy={vals[2]}",
+                                 field=f"line {lineno + 1}")
         rows.append(vals)
+        if len(rows) > limits.MAX_CAMERAS:
+            raise InputFileError(path, f"more than {limits.MAX_CAMERAS} poses")
     if not rows:
-        raise ValueError("source: no pose lines found")
+        raise InputFileError(path, "no pose lines found; expected lines of 19 numbers")
     arr = np.asarray(rows, dtype=np.float64)
     n = len(arr)
     K = np.zeros((n, 3, 3))
@@ -406,19 +472,29 @@ def read_npz(path: Any, *, dtype: torch.dtype | None = None) -> CameraTrajectory
     ``image_width`` from an ``.npz`` (pickle disabled). ``dtype=None`` keeps the stored float dtype.
 
     Raises:
-        ValueError: ``w2c`` missing, or intrinsics without the image size.
+        InputFileError: (a ``ValueError``) not an npz archive, ``w2c`` missing, a pickled or
+            non-numeric array, fractional sizes, or intrinsics without the image size.
     """
+    arrays = load_npz(path, "path", keys=("w2c", "intrinsics", "image_height", "image_width"))
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"path: file {str(p)!r} does not exist")
-    with np.load(p, allow_pickle=False) as z:
-        if "w2c" not in z:
-            raise ValueError(f"path: {str(p)!r} has no 'w2c' array (keys: {sorted(z.files)})")
-        w2c = torch.from_numpy(np.array(z["w2c"]))
-        K = torch.from_numpy(np.array(z["intrinsics"])) if "intrinsics" in z else None
-        h = int(z["image_height"]) if "image_height" in z else None
-        w = int(z["image_width"]) if "image_width" in z else None
-    traj = CameraTrajectory(w2c, K, h, w)
+    with reading(p, "camera .npz file"):
+        if "w2c" not in arrays:
+            raise InputFileError(p, "has no 'w2c' array; expected w2c (N,4,4) [+ intrinsics (N,3,3), image_height, "
+                                    "image_width]")
+        for key in ("w2c", "intrinsics"):
+            if key in arrays and arrays[key].dtype.kind not in "iuf":
+                raise InputFileError(p, f"expected a numeric array, got dtype {arrays[key].dtype}", field=key)
+        w2c = torch.from_numpy(np.array(arrays["w2c"]))
+        K = torch.from_numpy(np.array(arrays["intrinsics"])) if "intrinsics" in arrays else None
+        size = {}
+        for key in ("image_height", "image_width"):
+            if key in arrays:
+                a = arrays[key]
+                if a.size != 1 or a.dtype.kind not in "iuf":
+                    raise InputFileError(p, f"expected one number, got an array of shape {a.shape} ({a.dtype})",
+                                         field=key)
+                size[key] = _size(a.reshape(()).item(), key, p)
+        traj = CameraTrajectory(w2c, K, size.get("image_height"), size.get("image_width"))
     return traj if dtype is None else traj.to(dtype=dtype)
 
 
@@ -466,8 +542,8 @@ def validate_trajectory_document(doc: Any) -> None:
         raise ValueError(f"K: expected null or a list of {n} 3x3 numeric matrices")
     for key in ("height", "width"):
         v = doc.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            raise ValueError(f"{key}: expected null or a positive integer, got {v!r}")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= limits.MAX_IMAGE_SIDE):
+            raise ValueError(f"{key}: expected null or a positive integer (at most {limits.MAX_IMAGE_SIDE}), got {v!r}")
     if K is not None and (doc.get("height") is None or doc.get("width") is None):
         raise ValueError("height/width: required when K is given")
     if doc.get("dtype", "float32") not in ("float32", "float64"):
@@ -509,12 +585,17 @@ def load_trajectory(path: Any, *, dtype: torch.dtype | None = None) -> CameraTra
     ``dtype=None`` uses the dtype stored in the file.
 
     Raises:
-        ValueError: the document does not follow the schema (the message names the key).
+        InputFileError: (a ``ValueError``) the file is not JSON or the document does not follow the
+            schema (the message names the file and the key).
     """
-    doc, _ = _read_json(path, "path")
-    validate_trajectory_document(doc)
-    stored = torch.float64 if doc.get("dtype") == "float64" else torch.float32
-    dt = dtype or stored
-    w2c = torch.tensor(doc["w2c"], dtype=torch.float64).to(dt)
-    K = None if doc.get("K") is None else torch.tensor(doc["K"], dtype=torch.float64).to(dt)
-    return CameraTrajectory(w2c, K, doc.get("height"), doc.get("width"))
+    doc, json_path = _read_json(path, "path")
+    with reading(json_path, "trajectory file", option=None if json_path else "document"):
+        try:
+            validate_trajectory_document(doc)
+        except ValueError as exc:
+            raise InputFileError(json_path, str(exc)) from None
+        stored = torch.float64 if doc.get("dtype") == "float64" else torch.float32
+        dt = dtype or stored
+        w2c = torch.tensor(doc["w2c"], dtype=torch.float64).to(dt)
+        K = None if doc.get("K") is None else torch.tensor(doc["K"], dtype=torch.float64).to(dt)
+        return CameraTrajectory(w2c, K, doc.get("height"), doc.get("width"))

@@ -6,14 +6,22 @@ lists the modules in ``COMMAND_MODULES``.
 
 Errors: a command raises :class:`UsageError` (or ``ValueError``/``FileNotFoundError`` from the library)
 for bad input; the CLI prints the message and exits with status 2.
+
+Output: :func:`worldstereo.cli.main` runs every command that has ``--out`` inside a transactional
+output folder (:mod:`worldstereo.io.output_folder`): while ``run(args)`` executes, ``args.out`` is
+the staging folder and ``args.output_target`` the final one (:func:`final_path` maps a written
+path to where it will be).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "parse_key_values", "positive_float", "positive_int"]
+__all__ = ["UsageError", "bounded_float", "bounded_int", "final_path", "output_path", "parse_key_values",
+           "positive_float", "positive_int"]
 
 
 class UsageError(ValueError):
@@ -37,21 +45,82 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def bounded_int(low: int, high: int) -> Any:
+    """argparse type: an integer in ``[low, high]`` (the bounds keep work and memory finite)."""
+    expected = (f"a positive integer (at most {high})" if low == 1 else
+                f"a non-negative integer (at most {high})" if low == 0 else f"an integer in [{low}, {high}]")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def bounded_float(low: float, high: float, *, low_open: bool = True) -> Any:
+    """argparse type: a finite float in ``(low, high]`` (``[low, high]`` with ``low_open=False``)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def output_path(text: str) -> Path:
+    """argparse type of ``--out``: a non-empty path (``""`` would silently mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("the path contains a NUL character")
+    return Path(text)
+
+
+def final_path(args: argparse.Namespace, path: str | Path, attr: str = "out") -> Path:
+    """Where ``path``, written into the staging folder ``args.<attr>``, lies once the command succeeded."""
+    p = Path(path)
+    target = getattr(args, "output_target", None)
+    if target is None:
+        return p
+    try:
+        return Path(target) / p.relative_to(Path(getattr(args, attr)))
+    except ValueError:
+        return p
 
 
 def _parse_scalar(text: str) -> Any:
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(value):
+        raise UsageError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any]:
@@ -65,5 +134,8 @@ def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"{option}: expected KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = _parse_scalar(value.strip())
+        try:
+            out[key.strip().replace("-", "_")] = _parse_scalar(value.strip())
+        except UsageError as exc:
+            raise UsageError(f"{option}: {key.strip()}: {exc}") from None
     return out

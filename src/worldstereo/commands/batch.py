@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--fps", type=positive_int, default=16, help="frame rate of the written videos (default 16)")
     p.add_argument("--force", action="store_true", help="run every job again, including finished ones")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output_folder_arg=None)  # OUT grows job by job; each job folder is a transaction
     return p
 
 

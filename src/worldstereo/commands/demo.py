@@ -16,8 +16,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worldstereo.commands import UsageError, parse_key_values, positive_float, positive_int
-from worldstereo.commands.render import add_render_options, preset_trajectory, write_render_inputs
+from worldstereo.commands import UsageError, bounded_float, bounded_int, final_path, parse_key_values
+from worldstereo.commands.render import (
+    MAX_FOV,
+    MAX_SIDE,
+    add_render_options,
+    preset_trajectory,
+    write_render_inputs,
+)
 
 __all__ = ["register", "run", "make_contact_sheet"]
 
@@ -90,13 +96,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--trajectory", default="orbit",
                    help="preset name (default orbit; focus distances follow the scene's median depth)")
-    p.add_argument("--height", type=positive_int, default=256, help="frame height, multiple of 16 (default 256)")
-    p.add_argument("--width", type=positive_int, default=384, help="frame width, multiple of 16 (default 384)")
-    p.add_argument("--fov", type=positive_float, default=70.0, help="horizontal field of view in degrees (default 70)")
-    p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
-    p.add_argument("--supersample", type=positive_int, default=2,
-                   help="antialiasing samples per pixel and axis for the exact views (default 2)")
-    p.add_argument("--sheet-columns", type=positive_int, default=6, help="frames shown in contact_sheet.png")
+    p.add_argument("--height", type=bounded_int(16, MAX_SIDE), default=256,
+                   help="frame height, multiple of 16 (default 256)")
+    p.add_argument("--width", type=bounded_int(16, MAX_SIDE), default=384,
+                   help="frame width, multiple of 16 (default 384)")
+    p.add_argument("--fov", type=bounded_float(0.0, MAX_FOV), default=70.0,
+                   help="horizontal field of view in degrees (default 70)")
+    p.add_argument("--seed", type=bounded_int(0, 2**31 - 1), default=0, help="scene seed (default 0)")
+    p.add_argument("--supersample", type=bounded_int(1, 8), default=2,
+                   help="antialiasing samples per pixel and axis for the exact views (default 2, at most 8)")
+    p.add_argument("--sheet-columns", type=bounded_int(1, 64), default=6,
+                   help="frames shown in contact_sheet.png (at most 64)")
     add_render_options(p)
     p.set_defaults(func=run)
     return p
@@ -181,5 +191,5 @@ def run(args: argparse.Namespace) -> int:
     finite = [p for p in psnr[1:] if math.isfinite(p)]
     logger.info("demo done in %.1f s: %d points, PSNR of covered pixels vs exact views %.1f dB (mean over frames "
                 "%s), outputs in %s", metrics["seconds"], result.num_points,
-                sum(finite) / max(len(finite), 1), cols[1:], out)
+                sum(finite) / max(len(finite), 1), cols[1:], final_path(args, out))
     return 0

@@ -32,8 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldstereo.commands import UsageError, parse_key_values, positive_float, positive_int
+from worldstereo.commands import (
+    UsageError,
+    bounded_float,
+    bounded_int,
+    final_path,
+    output_path,
+    parse_key_values,
+    positive_float,
+)
 from worldstereo.commands.parallel_options import add_parallel_options, apply_parallel, parallel_device, wants_parallel
+from worldstereo.commands.render import MAX_FOV, MAX_FPS, MAX_FRAMES, MAX_SIDE
 
 __all__ = [
     "register",
@@ -78,6 +87,10 @@ REFERENCE_GUIDANCE = 5.0
 _API_STEPS = 50
 _API_GUIDANCE = 7.5
 
+#: most denoising steps / largest guidance scale accepted
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 
 
@@ -88,8 +101,8 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    if not (math.isfinite(value) and 0 <= value <= MAX_GUIDANCE):
+        raise argparse.ArgumentTypeError(f"expected a number in [0, {MAX_GUIDANCE:g}], got {text!r}")
     return value
 
 
@@ -115,15 +128,16 @@ def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: b
     parser.add_argument("--variant", choices=VARIANTS, default=None,
                         help="model type to load from a reference root (default: worldstereo-memory); checked "
                              "against the folder otherwise")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
-    parser.add_argument("--frames", type=positive_int, default=None,
+    parser.add_argument("--out", required=True, type=output_path, help="output folder (created if needed)")
+    parser.add_argument("--frames", type=bounded_int(1, MAX_FRAMES), default=None,
                         help="frames per video (default: 16 for presets, the file's length for files; the "
                              "reference uses 21 keyframes)")
-    parser.add_argument("--height", type=positive_int, default=None,
+    parser.add_argument("--height", type=bounded_int(16, MAX_SIDE), default=None,
                         help="generated height, multiple of 16 (default: the reference size closest to IMAGE's "
                              "aspect)")
-    parser.add_argument("--width", type=positive_int, default=None, help="generated width, multiple of 16")
-    parser.add_argument("--steps", type=positive_int, default=None,
+    parser.add_argument("--width", type=bounded_int(16, MAX_SIDE), default=None,
+                        help="generated width, multiple of 16")
+    parser.add_argument("--steps", type=bounded_int(1, MAX_STEPS), default=None,
                         help=f"denoising steps (default {REFERENCE_STEPS}, as the reference; the distilled "
                              "variant always uses its fixed few-step schedule)")
     parser.add_argument("--guidance", type=_non_negative_float, default=None,
@@ -143,7 +157,7 @@ def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: b
     parser.add_argument("--depth-scale", type=positive_float, default=None,
                         help="multiplier from stored --depth values to scene units (default 1 for .npy, 1/1000 "
                              "for .png)")
-    parser.add_argument("--fov", type=positive_float, default=None,
+    parser.add_argument("--fov", type=bounded_float(0.0, MAX_FOV), default=None,
                         help="horizontal field of view in degrees when a trajectory has no intrinsics (default: "
                              "the depth model's estimate if it predicts one, else 60)")
     parser.add_argument("--preset-arg", action="append", metavar="KEY=VALUE", default=None,
@@ -161,7 +175,8 @@ def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: b
                           "(default: everything on --device)")
     mem.add_argument("--vram", type=positive_float, default=None, metavar="GB",
                      help="pick the fastest memory tier whose expected peak fits GB of accelerator memory")
-    parser.add_argument("--fps", type=positive_int, default=16, help="frame rate of the written videos (default 16)")
+    parser.add_argument("--fps", type=bounded_int(1, MAX_FPS), default=16,
+                        help="frame rate of the written videos (default 16)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_parallel_options(parser)
 
@@ -380,7 +395,13 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     Raises:
         UsageError / FileNotFoundError / ValueError: bad input, naming the option.
     """
-    from worldstereo.commands.render import preset_trajectory, resolve_trajectory, working_size
+    from worldstereo.commands.render import (
+        check_depth_model_spec,
+        load_trajectory_file,
+        preset_trajectory,
+        resolve_trajectory,
+        working_size,
+    )
     from worldstereo.io.image import load_image
 
     if args.out.exists() and not args.out.is_dir():
@@ -393,12 +414,15 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
         _check_trajectory_spec(spec)
     if preset_args and all(Path(s).exists() for s in specs):
         raise UsageError("--preset-arg: only applies to preset trajectories, not to files")
-    for spec in specs:  # unknown preset keywords fail now, not after loading the model
+    for spec in specs:  # unknown preset keywords and broken files fail now, not after loading the model
         if not Path(spec).exists():
             preset_trajectory(spec, 2, height, width, 60.0, 1.0, preset_args)
+        else:
+            load_trajectory_file(Path(spec), image_size=image_size)
     if args.depth_scale is not None and args.depth is None:
         raise UsageError("--depth-scale: only applies with --depth")
     user_depth = _load_user_depth(args, image_size) if args.depth is not None else None
+    check_depth_model_spec(args.depth_model)
     _check_model_spec(args.model)
     device, dtype_name = resolve_run_device(args)
 
@@ -660,7 +684,7 @@ def generate_one(args: argparse.Namespace, inputs_note: dict[str, Any] | None = 
     summary["timings"] = {**setup.timings, **record.timings, "write": time.perf_counter() - t1,
                           "total": time.perf_counter() - t0}
     write_summary(out, summary)
-    logger.info("wrote %s (%d frames, %d transformer calls, %.1f s)", out, len(trajectory),
+    logger.info("wrote %s (%d frames, %d transformer calls, %.1f s)", final_path(args, out), len(trajectory),
                 record.transformer_calls, summary["timings"]["total"])
     return 0
 

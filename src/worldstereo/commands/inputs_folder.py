@@ -38,7 +38,7 @@ import torch
 
 from worldstereo import __version__
 from worldstereo.camera import assign_scale, trajectory_subsample_linspace
-from worldstereo.commands import UsageError
+from worldstereo.commands import UsageError, final_path
 from worldstereo.commands.generate import (
     StepProgress,
     _check_model_spec,
@@ -246,6 +246,6 @@ def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height
         "timings": {"load_model": load_seconds, "write": write_time, "total": time.perf_counter() - t0},
     }
     write_summary(out, summary)
-    logger.info("wrote %s (%d videos, %d transformer calls, %.1f s)", out, n, summary["transformer_calls"],
+    logger.info("wrote %s (%d videos, %d transformer calls, %.1f s)", final_path(args, out), n, summary["transformer_calls"],
                 summary["timings"]["total"])
     return 0

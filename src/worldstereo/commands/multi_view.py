@@ -22,6 +22,7 @@ import logging
 import time
 from pathlib import Path
 
+from worldstereo.commands import final_path
 from worldstereo.commands.generate import (
     add_generation_options,
     common_summary,
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "timings": {**setup.timings, "write": write_time, "total": time.perf_counter() - t0},
     })
     write_summary(out, summary)
-    logger.info("wrote %s (%d videos, %d transformer calls, %.1f s)", out, n, summary["transformer_calls"],
+    logger.info("wrote %s (%d videos, %d transformer calls, %.1f s)", final_path(args, out), n, summary["transformer_calls"],
                 summary["timings"]["total"])
     return 0
 

@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldstereo.commands import UsageError, parse_key_values, positive_float, positive_int
+from worldstereo.commands import (
+    UsageError,
+    bounded_float,
+    bounded_int,
+    output_path,
+    parse_key_values,
+    positive_float,
+)
 
 __all__ = [
     "register",
@@ -44,6 +51,13 @@ logger = logging.getLogger(__name__)
 HOLE_GREY = 0.5
 #: frames rendered per call (progress granularity)
 RENDER_CHUNK = 4
+#: bounds of the numeric options (they keep work and memory finite; docs/cli.md)
+MAX_FRAMES = 1000
+MAX_SIDE = 4096
+MAX_FPS = 240
+MAX_POINT_RADIUS = 0.1
+MAX_POINTS_PER_PIXEL = 64
+MAX_FOV = 170.0
 
 
 @dataclass
@@ -59,7 +73,8 @@ class RenderResult:
 
 
 # --------------------------------------------------------------------------------- trajectories
-def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = None) -> Any:
+def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = None,
+                         option: str = "--trajectory") -> Any:
     """Read a trajectory file, choosing the reader from the extension and content.
 
     * ``.npz``: :meth:`CameraTrajectory.from_npz`;
@@ -71,9 +86,11 @@ def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = Non
     Args:
         path: the file.
         image_size: ``(height, width)`` of the original condition image.
+        option: the option the file came from, for messages.
 
     Raises:
         UsageError: unknown extension or JSON layout.
+        InputFileError: the file cannot be parsed (names the file and the field).
     """
     from worldstereo.camera import CameraTrajectory
 
@@ -82,27 +99,28 @@ def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = Non
         return CameraTrajectory.from_npz(path)
     if suffix == ".txt":
         if image_size is None:
-            raise UsageError("--trajectory: a RealEstate10K .txt file needs the image size")
+            raise UsageError(f"{option}: a RealEstate10K .txt file needs the image size")
         return CameraTrajectory.from_realestate10k(path, height=image_size[0], width=image_size[1])
     if suffix == ".json":
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--trajectory: cannot parse {str(path)!r} as JSON: {exc}") from exc
-        if isinstance(doc, dict) and "format" in doc:
-            return CameraTrajectory.load(path)
-        if isinstance(doc, dict) and "frames" in doc:
-            return CameraTrajectory.from_transforms_json(doc)
-        if isinstance(doc, dict) and ("extrinsic" in doc or (doc and all(
-                isinstance(v, dict) and "extrinsic" in v for v in doc.values()))):
-            if image_size is not None:
-                return CameraTrajectory.from_reference_json(doc, height=image_size[0], width=image_size[1])
-            return CameraTrajectory.from_reference_json(path)
+        from worldstereo.io.errors import reading
+        from worldstereo.io.files import read_json_file
+
+        doc = read_json_file(path, option, "trajectory JSON file")
+        with reading(path, "trajectory JSON file"):
+            if isinstance(doc, dict) and "format" in doc:
+                return CameraTrajectory.load(path)
+            if isinstance(doc, dict) and "frames" in doc:
+                return CameraTrajectory.from_transforms_json(doc)
+            if isinstance(doc, dict) and ("extrinsic" in doc or (doc and all(
+                    isinstance(v, dict) and "extrinsic" in v for v in doc.values()))):
+                if image_size is not None:
+                    return CameraTrajectory.from_reference_json(doc, height=image_size[0], width=image_size[1])
+                return CameraTrajectory.from_reference_json(path)
         raise UsageError(
-            f"--trajectory: {str(path)!r} is not a known trajectory JSON (expected our format with a 'format' "
+            f"{option}: {str(path)!r} is not a known trajectory JSON (expected our format with a 'format' "
             "key, a reference camera.json with 'extrinsic', or a transforms.json with 'frames')"
         )
-    raise UsageError(f"--trajectory: unsupported trajectory file extension {suffix!r} (use .json, .npz or .txt)")
+    raise UsageError(f"{option}: unsupported trajectory file extension {suffix!r} (use .json, .npz or .txt)")
 
 
 def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_deg: float,
@@ -134,7 +152,12 @@ def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_d
             allowed = sorted(k for k in params if k not in ("num_frames", "height", "width", "fov_deg"))
             raise UsageError(f"--preset-arg: preset {name!r} has no parameter {key!r}; it accepts {allowed}")
         kw[key] = value
-    return CameraTrajectory.preset(name, **kw)
+    try:
+        return CameraTrajectory.preset(name, **kw)
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in (overrides or {}).items())
+        raise UsageError(f"--preset-arg: preset {name!r} rejected its parameters{f' ({given})' if given else ''}: "
+                         f"{' '.join(str(exc).split())}") from None
 
 
 def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width: int, fov_deg: float | None,
@@ -273,7 +296,8 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
     write_video(files["render"], video, fps=fps)
     write_video(files["render_mask"], hole.expand(-1, 3, -1, -1), fps=fps)
     trajectory.to_reference_json(files["camera"], extra=extra_json)
-    logger.info("wrote %s (%d frames, mean coverage %.1f%%)", out, n, 100 * sum(coverage[1:]) / max(n - 1, 1))
+    logger.info("rendered %d frames (mean coverage %.1f%%)", n, 100 * sum(coverage[1:]) / max(n - 1, 1))
+    logger.debug("wrote %s", out)
     return RenderResult(out_dir=out, files=files, num_points=len(points), coverage=coverage, render=video,
                         hole_mask=hole)
 
@@ -281,17 +305,17 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
 # ------------------------------------------------------------------------------------------ CLI
 def add_render_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``render`` and ``demo``."""
-    parser.add_argument("--frames", type=positive_int, default=None,
+    parser.add_argument("--frames", type=bounded_int(1, MAX_FRAMES), default=None,
                         help="number of frames (default: 16 for presets, the file's length for files; the "
                              "reference models use 21 keyframes)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
-    parser.add_argument("--fps", type=positive_int, default=16, help="video frame rate (default 16)")
+    parser.add_argument("--out", required=True, type=output_path, help="output folder (created if needed)")
+    parser.add_argument("--fps", type=bounded_int(1, MAX_FPS), default=16, help="video frame rate (default 16)")
     parser.add_argument("--preset-arg", action="append", metavar="KEY=VALUE", default=None,
                         help="preset parameter, repeatable, e.g. --preset-arg distance=0.5 --preset-arg "
                              "azimuth_deg=45")
-    parser.add_argument("--point-radius", type=positive_float, default=0.008,
+    parser.add_argument("--point-radius", type=bounded_float(0.0, MAX_POINT_RADIUS), default=0.008,
                         help="point footprint radius in NDC units (default 0.008, as the reference)")
-    parser.add_argument("--points-per-pixel", type=positive_int, default=8,
+    parser.add_argument("--points-per-pixel", type=bounded_int(1, MAX_POINTS_PER_PIXEL), default=8,
                         help="points blended per pixel (default 8)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -321,10 +345,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                           "(default: depth-anything/Depth-Anything-V2-Small-hf)")
     p.add_argument("--depth-scale", type=positive_float, default=None,
                    help="multiplier from stored depth values to scene units (default 1 for .npy, 1/1000 for .png)")
-    p.add_argument("--height", type=positive_int, default=None,
+    p.add_argument("--height", type=bounded_int(16, MAX_SIDE), default=None,
                    help="working height, multiple of 16 (default: the reference size closest to IMAGE's aspect)")
-    p.add_argument("--width", type=positive_int, default=None, help="working width, multiple of 16")
-    p.add_argument("--fov", type=positive_float, default=None,
+    p.add_argument("--width", type=bounded_int(16, MAX_SIDE), default=None, help="working width, multiple of 16")
+    p.add_argument("--fov", type=bounded_float(0.0, MAX_FOV), default=None,
                    help="horizontal field of view in degrees when the trajectory has no intrinsics (default: "
                         "the depth model's estimate if it predicts one, else 60)")
     p.add_argument("--device", default=None, help="torch device for the depth model (default: cuda if available)")
@@ -344,6 +368,29 @@ def working_size(args: argparse.Namespace, image_size: tuple[int, int]) -> tuple
     if args.height % 16 or args.width % 16:
         raise UsageError(f"--height/--width: must be multiples of 16, got {args.height}x{args.width}")
     return int(args.height), int(args.width)
+
+
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def check_depth_model_spec(spec: str | None, option: str = "--depth-model") -> None:
+    """Refuse a ``--depth-model`` that can be neither a model folder, a Hugging Face id nor MoGe
+    (before anything is loaded or downloaded).
+
+    Raises:
+        UsageError: a file, a folder without ``config.json``, or a malformed id.
+    """
+    if spec is None or spec.lower() == "moge" or spec.lower().startswith("moge:"):
+        return
+    path = Path(spec)
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{option}: {spec!r} is a file; expected a model id (owner/name), a model folder or 'moge'")
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{option}: the folder {spec!r} has no config.json; it is not a transformers model folder")
+        return
+    if not _MODEL_ID.match(spec):
+        raise UsageError(f"{option}: {spec!r} is neither an existing model folder nor a Hugging Face id (owner/name)")
 
 
 def _depth_for(args: argparse.Namespace, image: Tensor, image_size: tuple[int, int]) -> Any:
@@ -371,6 +418,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``worldstereo render``; returns the exit status."""
     from worldstereo.io.image import load_image, resize_image
 
+    check_depth_model_spec(args.depth_model)
     image0 = load_image(args.image, name="IMAGE")
     image_size = (int(image0.shape[1]), int(image0.shape[2]))
     height, width = working_size(args, image_size)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ import torch
 from torch import Tensor
 
 from worldstereo.depth.base import DepthPrediction, normalize_median_depth
+from worldstereo.io.errors import InputFileError, reading
+from worldstereo.io.files import check_input_file, load_npy, load_npz
 
 __all__ = ["load_depth", "validate_depth", "save_depth_png16", "UserDepth", "DEPTH_FILE_SUFFIXES"]
 
@@ -95,55 +96,55 @@ def load_depth(path: str | os.PathLike[str], scale: float | None = None, *, name
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unsupported extension, unreadable file, or invalid content (see :func:`validate_depth`).
+        InputFileError: (a ``ValueError``) unsupported extension, unreadable file, or invalid content
+            (see :func:`validate_depth`); the message names the file.
+        ValueError: ``scale`` is not a positive finite number.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{name}: depth file {str(p)!r} does not exist")
-    if scale is not None and not (np.isfinite(scale) and scale > 0):
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not (np.isfinite(scale) and scale > 0)):
         raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
+    p = check_input_file(path, name, "depth file")
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"{name}: cannot read {str(p)!r} as a .npy array: {exc}") from exc
+        arr = load_npy(p, name)
         default_scale = 1.0
     elif suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                keys = list(z.keys())
-                if "depth" in z:
-                    arr = z["depth"]
-                elif len(keys) == 1:
-                    arr = z[keys[0]]
-                else:
-                    raise ValueError(f"{name}: {str(p)!r} has arrays {keys}; expected one named 'depth'")
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{name}: cannot read {str(p)!r} as a .npz archive: {exc}") from exc
+        arrays = load_npz(p, name)
+        if "depth" in arrays:
+            arr = arrays["depth"]
+        elif len(arrays) == 1:
+            arr = next(iter(arrays.values()))
+        else:
+            raise InputFileError(p, f"has arrays {sorted(arrays)}; expected one named 'depth' (or a single array)",
+                                 option=name)
         default_scale = 1.0
     elif suffix == ".png":
-        from PIL import Image, UnidentifiedImageError
+        from worldstereo.io.image import open_image_file
 
-        try:
-            with Image.open(p) as img:
+        with open_image_file(p, name) as img:
+            if img.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
+                raise InputFileError(p, f"PNG depth must be single-channel 16-bit (or 8-bit), got mode {img.mode!r}",
+                                     option=name)
+            with reading(p, "PNG depth file"):
                 img.load()
-                if img.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
-                    raise ValueError(
-                        f"{name}: PNG depth must be single-channel 16-bit (or 8-bit), got mode {img.mode!r}"
-                    )
                 arr = np.asarray(img).astype(np.float64)
-        except UnidentifiedImageError as exc:
-            raise ValueError(f"{name}: {str(p)!r} is not a readable PNG") from exc
-        except OSError as exc:
-            raise ValueError(f"{name}: cannot read {str(p)!r}: {exc}") from exc
         default_scale = PNG16_DEFAULT_SCALE
     else:
-        raise ValueError(f"{name}: unsupported depth file {str(p)!r}; expected one of {DEPTH_FILE_SUFFIXES}")
+        raise InputFileError(p, f"unsupported depth file type; expected one of {DEPTH_FILE_SUFFIXES}", option=name)
     s = default_scale if scale is None else float(scale)
     if arr.dtype.kind not in "uif":
-        raise ValueError(f"{name}: {str(p)!r} holds a non-numeric array (dtype {arr.dtype})")
-    depth = validate_depth(arr.astype(np.float64) * s, name=name)
+        raise InputFileError(p, f"holds a non-numeric array (dtype {arr.dtype}); expected float z-depth", option=name)
+    with np.errstate(over="ignore"):
+        scaled = arr.astype(np.float64) * s
+    if scaled.size and np.isfinite(arr.astype(np.float64)).all() and np.abs(scaled).max() > np.finfo(np.float32).max:
+        raise InputFileError(p, f"depth values up to {np.abs(scaled).max():.4g} (scale {s:g}) overflow float32",
+                             option=name)
+    try:
+        depth = validate_depth(scaled, name=name)
+    except (ValueError, TypeError) as exc:
+        reason = str(exc)
+        reason = reason[len(name) + 2:] if reason.startswith(f"{name}: ") else reason
+        raise InputFileError(p, reason, option=name) from None
     logger.debug("loaded depth %s from %s (scale %g)", tuple(depth.shape), p, s)
     return depth
 

@@ -258,25 +258,54 @@ class PointCloud:
     def load_ply(cls, path: str | os.PathLike[str], device: torch.device | str | None = None) -> "PointCloud":
         """Read a PLY file (see :func:`worldstereo.io.ply.read_ply`).
 
-        Integer colours are divided by 255 (uint16 by 65535), float colours are taken as [0,1]
-        (clamped); files without colours give mid-grey points.
+        Integer colours are divided by 255 (uint16 by 65535) and must fit that range; float colours
+        must lie in [0,1] — float colours in [0,255] are divided by 255 with a warning; anything
+        else is refused (``InputFileError``), never wrapped or clipped. Files without colours give
+        mid-grey points.
         """
         from ..io.ply import read_ply
 
+        from ..io.errors import InputFileError
+
         data = read_ply(path)
-        xyz = torch.from_numpy(np.ascontiguousarray(data["xyz"], dtype=np.float32))
+        with np.errstate(over="ignore", invalid="ignore"):
+            xyz_np = np.ascontiguousarray(data["xyz"], dtype=np.float32)
+        if xyz_np.size and not np.isfinite(xyz_np).all():
+            raise InputFileError(path, "coordinates are NaN, infinite or beyond the float32 range", field="x/y/z")
+        xyz = torch.from_numpy(xyz_np)
         if "rgb" in data:
-            c = data["rgb"]
-            if np.issubdtype(c.dtype, np.integer):
-                scale = 65535.0 if c.dtype.itemsize == 2 else 255.0
-                rgb = torch.from_numpy(c.astype(np.float32) / np.float32(scale))
-            else:
-                rgb = torch.from_numpy(np.clip(c.astype(np.float32), 0.0, 1.0))
+            rgb = torch.from_numpy(_ply_colors_to_unit(data["rgb"], path))
         else:
             rgb = torch.full_like(xyz, _DEFAULT_GREY)
         normals = torch.from_numpy(data["normals"].astype(np.float32)) if "normals" in data else None
         try:
             cloud = cls(xyz, rgb, normals)
-        except ValueError as exc:
-            raise ValueError(f"{str(path)!r}: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise InputFileError(path, str(exc)) from exc
         return cloud.to(device)
+
+
+def _ply_colors_to_unit(c: np.ndarray, path: Any) -> np.ndarray:
+    """Colours as stored in a PLY file -> float32 (N,3) in [0,1] (see :meth:`PointCloud.load_ply`)."""
+    from ..io.errors import InputFileError
+
+    if c.size == 0:
+        return c.astype(np.float32)
+    if np.issubdtype(c.dtype, np.integer):
+        top = 65535.0 if c.dtype.itemsize == 2 else 255.0
+        lo, hi = int(c.min()), int(c.max())
+        if lo < 0 or hi > top:
+            raise InputFileError(path, f"integer colours in [{lo}, {hi}]; expected values in [0, {top:.0f}]",
+                                 field="red/green/blue")
+        return (c.astype(np.float64) / top).astype(np.float32)
+    f = c.astype(np.float64)
+    if not np.isfinite(f).all():
+        raise InputFileError(path, "colours contain NaN or infinite values", field="red/green/blue")
+    lo, hi = float(f.min()), float(f.max())
+    if lo >= -1e-3 and hi <= 1.0 + 1e-3:
+        return np.clip(f, 0.0, 1.0).astype(np.float32)
+    if lo >= 0 and hi <= 255.0:
+        logger.warning("%s: float colours in [%.4g, %.4g] read as 0-255 values (divided by 255)", path, lo, hi)
+        return (f / 255.0).astype(np.float32)
+    raise InputFileError(path, f"float colours in [{lo:.4g}, {hi:.4g}]; expected values in [0, 1] (or 0-255)",
+                         field="red/green/blue")

@@ -22,6 +22,11 @@ Algorithm (vectorised, no per-point Python loop, batched over frames):
    With ``point_radius=0`` this step is skipped: the z-buffer winners are the result.
 4. A pixel no point covers is a hole: colour 0, depth 0, ``hole_mask`` 1.
 
+Huge and overflowing values: points closer than ``1e-4`` or farther than ``1e12`` (z-depth or range)
+are not rendered, and neither are finite points whose projection overflows float32 (e.g. coordinates
+near 3e38, where ``inf - inf`` gives NaN pixel positions): they leave holes instead of crashing the
+index arithmetic.
+
 Differences from the reference (PyTorch3D ``PointsRasterizer`` + ``AlphaCompositor``): colours are
 a normalised weighted mean rather than front-to-back alpha compositing over a grey background (so
 sparse regions are not darkened), and a pixel's own points are reduced to the nearest one before
@@ -380,6 +385,10 @@ def _render(points: PointCloud, w2c: Tensor, K: Tensor | None, height: int, widt
                 u, v = proj[0].mul_(inv), proj[1].mul_(inv)
             z = ws.attrs[0, seg].copy_(z) if equirect else ws.attrs[0, seg]
             col, row = torch.floor(u, out=ws.col), torch.floor(v, out=ws.row)
+            # overflow guard: a finite point whose projection overflows float32 (inf - inf = NaN) gets
+            # no pixel (NaN would become an out-of-range int64 cell); its key is invalid anyway
+            col.nan_to_num_(nan=-float(s + 1), posinf=float(width + s), neginf=-float(s + 1))
+            row.nan_to_num_(nan=-float(s + 1), posinf=float(height + s), neginf=-float(s + 1))
             torch.sub(u, col, out=ws.attrs[4, seg]).sub_(0.5)
             torch.sub(v, row, out=ws.attrs[5, seg]).sub_(0.5)
             if equirect:  # v in [0, H]: always inside the padded rows
@@ -397,6 +406,7 @@ def _render(points: PointCloud, w2c: Tensor, K: Tensor | None, height: int, widt
             # packed z-buffer key: the bits of a positive float32 depth are order-preserving integers
             torch.add(ws.ids[i], z.view(torch.int32), alpha=1 << 32, out=ws.key[i])
             valid = torch.gt(z, _NEAR, out=ws.valid).logical_and_(torch.lt(z, _MAX_DEPTH, out=ws.valid2))
+            valid.logical_and_(torch.isfinite(u)).logical_and_(torch.isfinite(v))
             ws.key[i].masked_fill_(valid.logical_not_(), _INT64_MAX)
         canvas = torch.full((fc * ch * cw,), _INT64_MAX, dtype=torch.int64, device=dev)
         canvas.scatter_reduce_(0, ws.pix[:fc].view(-1), ws.key[:fc].view(-1), reduce="amin")

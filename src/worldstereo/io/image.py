@@ -7,8 +7,10 @@ row 0 of K by ``W1 / W0`` and row 1 by ``H1 / H0`` (the reference implementation
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Union
 
@@ -18,11 +20,16 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from worldstereo.io import limits
 from worldstereo.io.atomic import atomic_write
+from worldstereo.io.errors import InputFileError
+from worldstereo.io.files import check_input_file
 
 __all__ = [
     "ImageLike",
     "load_image",
+    "open_image_file",
+    "read_image_file",
     "save_image",
     "to_pil",
     "resize_image",
@@ -35,19 +42,90 @@ logger = logging.getLogger(__name__)
 ImageLike = Union[str, os.PathLike, Image.Image, Tensor, np.ndarray]
 
 
-def _pil_to_tensor(img: Image.Image) -> Tensor:
-    """PIL image of any mode -> float32 (3,H,W) in [0,1]. Alpha is dropped (not composited)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+def _pil_to_tensor(img: Image.Image, name: str = "image", path: Path | None = None) -> Tensor:
+    """PIL image of any mode -> float32 (3,H,W) in [0,1]. Alpha is dropped (not composited).
+
+    16-bit modes are scaled by 1/65535. 32-bit integer (``I``) images must hold values in
+    [0, 65535] (scaled by 1/65535, with a warning); 32-bit float (``F``) images must hold values in
+    [0, 1]. Anything else is refused rather than clipped.
+    """
+    def bad(reason: str) -> ValueError:
+        return InputFileError(path, reason, option=name) if path is not None else ValueError(f"{name}: {reason}")
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img, dtype=np.float64) / 65535.0
+        return torch.from_numpy(arr.astype(np.float32))[None].repeat(3, 1, 1).contiguous()
+    if img.mode == "I":
         arr = np.asarray(img, dtype=np.float64)
-        maxval = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / maxval, 0.0, 1.0).astype(np.float32)
-        return torch.from_numpy(arr)[None].repeat(3, 1, 1).contiguous()
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo < 0 or hi > 65535:
+            raise bad(f"32-bit integer image with values in [{lo:.0f}, {hi:.0f}]; expected 8- or 16-bit data "
+                      "(values in [0, 65535]) — convert it to an 8/16-bit image first")
+        logger.warning("%s: 32-bit integer image read as 16-bit data (values / 65535)", name)
+        return torch.from_numpy((arr / 65535.0).astype(np.float32))[None].repeat(3, 1, 1).contiguous()
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise bad("32-bit float image contains NaN or infinite values")
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            raise bad(f"32-bit float image with values in [{lo:.4g}, {hi:.4g}]; expected values in [0, 1] "
+                      "(float images are never clipped)")
         return torch.from_numpy(np.clip(arr, 0.0, 1.0))[None].repeat(3, 1, 1).contiguous()
     rgb = img.convert("RGB")
     arr = np.asarray(rgb, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+@contextlib.contextmanager
+def open_image_file(path: str | os.PathLike[str], name: str = "image") -> Iterator[Image.Image]:
+    """Open an image file with PIL after checking the file and the declared size (not decoded yet).
+
+    Yields the opened (lazy) image; the caller decodes it (``img.load()``) inside the ``with``.
+    The pixel count declared in the header must not exceed :data:`~worldstereo.io.limits.MAX_IMAGE_PIXELS`
+    (nor PIL's decompression-bomb limit).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        InputFileError: not a file, not an image PIL can identify, a decompression bomb, zero size.
+    """
+    p = check_input_file(path, name, "image file")
+    try:
+        img = Image.open(p)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        what = "a decompression bomb (too many pixels)" if not isinstance(exc, UnidentifiedImageError) else \
+            "not a readable image file"
+        raise InputFileError(p, f"{what}: {' '.join(str(exc).split())[:200]}", option=name) from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
+        raise InputFileError(p, f"cannot read the image: {type(exc).__name__}: {exc}", option=name) from None
+    with img:
+        w, h = img.size
+        if w < 1 or h < 1:
+            raise InputFileError(p, f"image has zero size {w}x{h}", option=name)
+        if w * h > limits.MAX_IMAGE_PIXELS:
+            raise InputFileError(p, f"image of {w}x{h} pixels exceeds the limit of {limits.MAX_IMAGE_PIXELS} pixels",
+                                 option=name)
+        yield img
+
+
+def read_image_file(path: str | os.PathLike[str], name: str = "image") -> Tensor:
+    """Decode an image file to float32 ``(3, H, W)`` in [0, 1] (see :func:`load_image` for the modes).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        InputFileError: anything wrong with the file (truncated, corrupt, too large, unsupported
+            mode, 32-bit values that do not fit [0, 1]); the message names the file.
+    """
+    with open_image_file(path, name) as img:
+        p = Path(path)
+        try:
+            img.load()
+            return _pil_to_tensor(img, name, p)
+        except InputFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
+            raise InputFileError(p, f"cannot decode the image (corrupt or truncated?): {type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:200]}", option=name) from None
 
 
 def _check_float_range(t: Tensor, name: str) -> None:
@@ -101,8 +179,11 @@ def load_image(src: ImageLike, name: str = "condition_image") -> Tensor:
 
     Args:
         src: one of
-            * a path (``str`` / ``os.PathLike``) to any image file PIL can read (16-bit greyscale is
-              scaled by 1/65535);
+            * a path (``str`` / ``os.PathLike``) to any image file PIL can read: 8-bit modes
+              (RGB, RGBA, L, LA, P palette, CMYK, YCbCr ... converted to RGB), 16-bit greyscale
+              (scaled by 1/65535), 32-bit integer greyscale with values in [0, 65535] (scaled by
+              1/65535, with a warning), 32-bit float greyscale with values in [0, 1]; other 32-bit
+              values are refused, never clipped. At most ``MAX_IMAGE_PIXELS`` pixels;
             * a ``PIL.Image.Image`` (any mode; alpha is dropped);
             * a ``torch.Tensor`` ``(C, H, W)`` or ``(1, C, H, W)`` with C in {1, 3, 4}, float in
               [0, 1] or ``uint8`` in [0, 255];
@@ -115,28 +196,17 @@ def load_image(src: ImageLike, name: str = "condition_image") -> Tensor:
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is a directory, is not a readable image, or the array/tensor has a bad
-            shape or values outside [0, 1].
+        InputFileError: (a ``ValueError``) the file is a directory, not a readable image, truncated,
+            too large, or holds values that do not fit [0, 1]; the message names the file.
+        ValueError: the array/tensor has a bad shape or values outside [0, 1].
         TypeError: ``src`` has an unsupported type or dtype.
     """
     if isinstance(src, (str, os.PathLike)):
-        p = Path(src)
-        if not p.exists():
-            raise FileNotFoundError(f"{name}: image file {str(p)!r} does not exist")
-        if p.is_dir():
-            raise ValueError(f"{name}: {str(p)!r} is a directory, expected an image file")
-        try:
-            with Image.open(p) as img:
-                img.load()
-                return _pil_to_tensor(img)
-        except UnidentifiedImageError as exc:
-            raise ValueError(f"{name}: {str(p)!r} is not a readable image file") from exc
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ValueError(f"{name}: cannot read image {str(p)!r} (corrupt or truncated?): {exc}") from exc
+        return read_image_file(src, name)
     if isinstance(src, Image.Image):
         if src.width < 1 or src.height < 1:
             raise ValueError(f"{name}: PIL image has zero size {src.size}")
-        return _pil_to_tensor(src)
+        return _pil_to_tensor(src, name)
     if isinstance(src, Tensor):
         return _array_to_tensor(src.detach(), name, channels_last=False)
     if isinstance(src, np.ndarray):

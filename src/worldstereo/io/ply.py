@@ -28,6 +28,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from .atomic import atomic_open
+from .errors import InputFileError, reading
+from .files import check_input_file
 
 __all__ = ["PlyFormatError", "read_ply", "write_ply"]
 
@@ -44,8 +46,19 @@ _NP_TO_PLY: dict[str, str] = {"i1": "char", "u1": "uchar", "i2": "short", "u2": 
 _RESERVED = {"x", "y", "z", "nx", "ny", "nz", "red", "green", "blue", "alpha"}
 
 
-class PlyFormatError(ValueError):
-    """A PLY file is malformed, truncated or uses an unsupported feature (the message names the file)."""
+class PlyFormatError(InputFileError):
+    """A PLY file is malformed, truncated or uses an unsupported feature (the message names the file).
+
+    Raised as ``PlyFormatError(message)`` where the message already names the file (or with the
+    :class:`~worldstereo.io.errors.InputFileError` signature ``(path, reason, field=...)``).
+    """
+
+    def __init__(self, path_or_message: Any, reason: str | None = None, *, field: str | None = None,
+                 option: str | None = None) -> None:
+        if reason is None:
+            super().__init__(None, str(path_or_message), field=field, option=option)
+        else:
+            super().__init__(path_or_message, reason, field=field, option=option)
 
 
 @dataclass
@@ -88,15 +101,36 @@ def _check_n3(arr: np.ndarray, name: str, n: int | None) -> None:
 def _colors_to_uint8(rgb: np.ndarray) -> np.ndarray:
     if rgb.dtype == np.uint8:
         return rgb
+    if rgb.dtype == np.bool_:
+        raise TypeError("rgb: boolean colours are not colours; expected uint8 0-255 or float in [0, 1]")
     if np.issubdtype(rgb.dtype, np.integer):
         if rgb.size and (rgb.min() < 0 or rgb.max() > 255):
-            raise ValueError("rgb: integer colours must lie in [0, 255]")
+            raise ValueError(f"rgb: integer colours must lie in [0, 255], got range [{rgb.min()}, {rgb.max()}] "
+                             "(they are never wrapped or clipped)")
         return rgb.astype(np.uint8)
     if not np.issubdtype(rgb.dtype, np.floating):
         raise TypeError(f"rgb: expected uint8 or float colours, got dtype {rgb.dtype}")
     if rgb.size and not np.isfinite(rgb).all():
         raise ValueError("rgb: colours contain NaN or infinity")
+    if rgb.size and (rgb.min() < -1e-3 or rgb.max() > 1.0 + 1e-3):
+        raise ValueError(f"rgb: float colours must lie in [0, 1], got range [{rgb.min():.4g}, {rgb.max():.4g}] "
+                         "(for 0-255 values pass a uint8 array)")
     return np.round(np.clip(rgb.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _check_comment(text: Any, i: int) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"comments[{i}]: expected a string, got {type(text).__name__}")
+    if any(not (32 <= ord(ch) < 127) for ch in text):
+        raise ValueError(f"comments[{i}]: {text[:60]!r} contains a line break, a control or a non-ASCII character; "
+                         "PLY header comments are single lines of printable ASCII")
+    return text
+
+
+def _check_property_name(key: Any) -> str:
+    if not isinstance(key, str) or not key or any(not (33 <= ord(ch) < 127) for ch in key):
+        raise ValueError(f"extra: property names must be non-empty printable ASCII without spaces, got {key!r}")
+    return key
 
 
 def write_ply(
@@ -115,18 +149,22 @@ def write_ply(
         path: destination file.
         xyz: (N,3) positions (numpy array or tensor); float64 input is stored as ``double``,
             everything else as ``float``.
-        rgb: optional (N,3) colours: uint8 0-255 stored as is, floats in [0,1] scaled by 255 and
-            rounded (values outside [0,1] are clipped).
+        rgb: optional (N,3) colours: uint8 (or other integers in 0-255) stored as is, floats in
+            [0,1] scaled by 255 and rounded; other values are refused (never wrapped or clipped).
         normals: optional (N,3) normals, stored as float32 ``nx, ny, nz``.
         extra: optional extra vertex properties ``name -> (N,)`` array (or (N,k), stored as
             ``name_0 .. name_{k-1}``). Floats are stored as float32 (float64 kept), integers keep
             their type (int64 is refused: PLY has no 64-bit integers).
         faces: optional (M,k) integer vertex indices (triangles: k=3) written as a ``face`` element.
-        comments: optional header comment lines.
+        comments: optional header comment lines (printable ASCII, no line breaks: a newline
+            could otherwise inject header lines).
 
     Raises:
         ValueError / TypeError: shapes, dtypes or names are invalid (raised before the file is touched).
     """
+    if comments is not None and not isinstance(comments, (list, tuple)):
+        raise TypeError(f"comments: expected a list of strings, got {type(comments).__name__}")
+    comment_lines = [_check_comment(c, i) for i, c in enumerate(comments or [])]
     xyz_a = _as_array(xyz, "xyz")
     _check_n3(xyz_a, "xyz", None)
     n = int(xyz_a.shape[0])
@@ -150,8 +188,7 @@ def write_ply(
     if extra:
         names = {c for c, _ in columns}
         for key, value in extra.items():
-            if not isinstance(key, str) or not key or any(ch.isspace() for ch in key):
-                raise ValueError(f"extra: property names must be non-empty strings without spaces, got {key!r}")
+            _check_property_name(key)
             arr = _as_array(value, f"extra[{key!r}]")
             if arr.ndim == 0 or arr.shape[0] != n or arr.ndim > 2:
                 raise ValueError(f"extra[{key!r}]: expected shape ({n},) or ({n}, k), got {tuple(arr.shape)}")
@@ -182,7 +219,7 @@ def write_ply(
     for name, a in columns:
         vertex[name] = a
     header = ["ply", "format binary_little_endian 1.0", "comment written by worldstereo"]
-    header += [f"comment {c}" for c in (comments or [])]
+    header += [f"comment {c}" for c in comment_lines]
     header.append(f"element vertex {n}")
     header += [f"property {_NP_TO_PLY[a.dtype.str[1:]]} {name}" for name, a in columns]
     face_bytes = b""
@@ -208,7 +245,7 @@ def write_ply(
 # ----------------------------------------------------------------------------------------------
 def _parse_header(raw: bytes, path: Path) -> tuple[str, list[_Element], int]:
     def err(msg: str) -> PlyFormatError:
-        return PlyFormatError(f"{str(path)!r}: {msg}")
+        return PlyFormatError(path, f"{msg}")
 
     if not raw.startswith(b"ply"):
         raise err("not a PLY file (missing 'ply' magic)")
@@ -242,6 +279,8 @@ def _parse_header(raw: bytes, path: Path) -> tuple[str, list[_Element], int]:
                 raise err(f"line {lineno}: element count {parts[2]!r} is not an integer") from None
             if count < 0:
                 raise err(f"line {lineno}: negative element count")
+            if any(e.name == parts[1] for e in elements):
+                raise err(f"line {lineno}: element {parts[1]!r} declared twice")
             elements.append(_Element(parts[1], count))
         elif kw == "property":
             if not elements:
@@ -249,24 +288,32 @@ def _parse_header(raw: bytes, path: Path) -> tuple[str, list[_Element], int]:
             if len(parts) == 5 and parts[1] == "list":
                 if parts[2] not in _PLY_TYPES or parts[3] not in _PLY_TYPES:
                     raise err(f"line {lineno}: unknown list types in {line!r}")
-                elements[-1].properties.append(_Property(parts[4], _PLY_TYPES[parts[3]], _PLY_TYPES[parts[2]]))
+                if _PLY_TYPES[parts[2]][0] not in "iu":
+                    raise err(f"line {lineno}: list count type {parts[2]!r} is not an integer type")
+                prop = _Property(parts[4], _PLY_TYPES[parts[3]], _PLY_TYPES[parts[2]])
             elif len(parts) == 3:
                 if parts[1] not in _PLY_TYPES:
                     raise err(f"line {lineno}: unknown property type {parts[1]!r}")
-                elements[-1].properties.append(_Property(parts[2], _PLY_TYPES[parts[1]]))
+                prop = _Property(parts[2], _PLY_TYPES[parts[1]])
             else:
                 raise err(f"line {lineno}: malformed property line {line!r}")
+            if any(q.name == prop.name for q in elements[-1].properties):
+                raise err(f"line {lineno}: property {prop.name!r} declared twice in element {elements[-1].name!r}")
+            elements[-1].properties.append(prop)
         else:
             raise err(f"line {lineno}: unknown header keyword {kw!r}")
     if fmt is None:
         raise err("header has no 'format' line")
+    for e in elements:
+        if e.count and not e.properties:
+            raise err(f"element {e.name!r} declares {e.count} records but no properties")
     return fmt, elements, nl + 1
 
 
 def _read_binary(data: memoryview, offset: int, el: _Element, bo: str, path: Path) -> tuple[Any, int]:
     """Return (records, new offset). Scalar-only elements -> structured array; list elements -> dict."""
     def truncated() -> PlyFormatError:
-        return PlyFormatError(f"{str(path)!r}: file truncated while reading element {el.name!r}")
+        return PlyFormatError(path, f"file truncated while reading element {el.name!r}")
 
     if not el.has_list:
         dt = np.dtype([(p.name, bo + p.dtype) for p in el.properties])
@@ -288,6 +335,8 @@ def _read_binary(data: memoryview, offset: int, el: _Element, bo: str, path: Pat
             if pos + cdt.itemsize > len(data):
                 raise truncated()
             k = int(np.frombuffer(data, dtype=cdt, count=1, offset=pos)[0])
+            if k < 0:
+                raise PlyFormatError(path, f"element {el.name!r}: negative list length {k}")
             first_dt.append((p.name + "__count", bo + p.count_dtype, ()))
             first_dt.append((p.name, bo + p.dtype, (k,)))
             pos += cdt.itemsize + k * np.dtype(p.dtype).itemsize
@@ -315,6 +364,8 @@ def _read_binary(data: memoryview, offset: int, el: _Element, bo: str, path: Pat
                 if pos + cdt.itemsize > len(data):
                     raise truncated()
                 k = int(np.frombuffer(data, dtype=cdt, count=1, offset=pos)[0])
+                if k < 0:
+                    raise PlyFormatError(path, f"element {el.name!r}: negative list length {k}")
                 pos += cdt.itemsize
                 vdt = np.dtype(bo + p.dtype)
                 if pos + k * vdt.itemsize > len(data):
@@ -326,7 +377,7 @@ def _read_binary(data: memoryview, offset: int, el: _Element, bo: str, path: Pat
 
 def _read_ascii(tokens: list[bytes], pos: int, el: _Element, path: Path) -> tuple[Any, int]:
     def bad(msg: str) -> PlyFormatError:
-        return PlyFormatError(f"{str(path)!r}: element {el.name!r}: {msg}")
+        return PlyFormatError(path, f"element {el.name!r}: {msg}")
 
     if not el.has_list:
         nprop = len(el.properties)
@@ -342,27 +393,49 @@ def _read_ascii(tokens: list[bytes], pos: int, el: _Element, path: Path) -> tupl
         except ValueError as exc:
             raise bad(f"non-numeric value ({exc})") from None
         for j, p in enumerate(el.properties):
-            rec[p.name] = table[:, j]
+            rec[p.name] = _ascii_values(table[:, j], p, bad)
         return rec, pos + need
     cols: dict[str, list[Any]] = {p.name: [] for p in el.properties}
     try:
         for _ in range(el.count):
             for p in el.properties:
                 if p.count_dtype is None:
-                    cols[p.name].append(np.array(float(tokens[pos])).astype(p.dtype))
+                    cols[p.name].append(_ascii_values(np.array([float(tokens[pos])]), p, bad)[0])
                     pos += 1
                 else:
                     k = int(tokens[pos])
+                    if k < 0:
+                        raise bad(f"negative list length {k}")
                     vals = tokens[pos + 1:pos + 1 + k]
                     if len(vals) != k:
                         raise bad("file truncated inside a list")
-                    cols[p.name].append(np.array([float(v) for v in vals]).astype(p.dtype))
+                    cols[p.name].append(_ascii_values(np.array([float(v) for v in vals]), p, bad))
                     pos += 1 + k
     except IndexError:
         raise bad("file truncated (not enough values)") from None
     except ValueError as exc:
         raise bad(f"non-numeric value ({exc})") from None
     return cols, pos
+
+
+def _ascii_values(values: np.ndarray, prop: _Property, bad: Any) -> np.ndarray:
+    """ASCII values (float64) -> the property's type, refusing values the type cannot hold
+    (fractional or out-of-range integers, e.g. a colour of 300 in a ``uchar``: never wrapped)."""
+    dt = np.dtype(prop.dtype)
+    if dt.kind in "iu":
+        if values.size and not np.isfinite(values).all():
+            raise bad(f"property {prop.name!r}: NaN or infinite value for an integer type")
+        if values.size and not (values == np.round(values)).all():
+            raise bad(f"property {prop.name!r}: fractional value for the integer type {dt}")
+        info = np.iinfo(dt)
+        if values.size and (values.min() < info.min or values.max() > info.max):
+            raise bad(f"property {prop.name!r}: values in [{values.min():.0f}, {values.max():.0f}] do not fit the "
+                      f"type {dt} ([{info.min}, {info.max}])")
+        return values.astype(dt)
+    finite = np.isfinite(values)
+    if values.size and (np.abs(values[finite]) > np.finfo(dt).max).any():
+        raise bad(f"property {prop.name!r}: a value beyond the range of {dt} (max {np.finfo(dt).max:.4g})")
+    return values.astype(dt)
 
 
 def _stack_lists(col: list[Any]) -> np.ndarray | list[np.ndarray]:
@@ -389,21 +462,26 @@ def read_ply(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        PlyFormatError: (a ``ValueError``) the file is malformed or truncated; the message names it.
+        PlyFormatError: (an :class:`~worldstereo.io.errors.InputFileError`, a ``ValueError``) the file
+            is malformed or truncated, declares more data than it holds, or an ASCII value does not fit
+            its property type; the message names the file.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"path: PLY file {str(p)!r} does not exist")
+    p = check_input_file(path, "path", "PLY file")
+    with reading(p, "PLY file"):
+        return _read_ply(p)
+
+
+def _read_ply(p: Path) -> dict[str, Any]:
     raw = p.read_bytes()
     fmt, elements, body = _parse_header(raw, p)
     vertex_el = next((e for e in elements if e.name == "vertex"), None)
     if vertex_el is None:
-        raise PlyFormatError(f"{str(p)!r}: no 'vertex' element")
+        raise PlyFormatError(p, f"no 'vertex' element")
     names = [q.name for q in vertex_el.properties]
     if not {"x", "y", "z"} <= set(names):
-        raise PlyFormatError(f"{str(p)!r}: vertex element lacks x/y/z properties (has {names})")
+        raise PlyFormatError(p, f"vertex element lacks x/y/z properties (has {names})")
     if vertex_el.has_list:
-        raise PlyFormatError(f"{str(p)!r}: list properties in the vertex element are not supported")
+        raise PlyFormatError(p, f"list properties in the vertex element are not supported")
     records: dict[str, Any] = {}
     if fmt == "ascii":
         tokens = raw[body:].split()

@@ -29,7 +29,6 @@ masks 1 = hole.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -41,7 +40,9 @@ from PIL import Image
 from torch import Tensor
 
 from ..camera.formats import read_reference_json
-from .image import load_image
+from .errors import InputFileError, reading
+from .files import read_json_file
+from .image import load_image, open_image_file
 from .video import read_video
 
 __all__ = [
@@ -150,12 +151,9 @@ def _require_file(path: Path, name: str) -> Path:
 def read_prompt(path: str | os.PathLike, key: str, name: str = "inputs") -> str:
     """The caption ``key`` of a JSON prompt file (``prompt.json`` / ``traj_caption.json``)."""
     p = _require_file(Path(path), name)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name}: {str(p)!r} is not valid JSON ({exc})") from None
+    data = read_json_file(p, name, "prompt JSON file")
     if not isinstance(data, dict) or not isinstance(data.get(key), str):
-        raise ValueError(f"{name}: {str(p)!r} has no string {key!r} caption")
+        raise InputFileError(p, f"has no string {key!r} caption", option=name)
     return data[key]
 
 
@@ -166,7 +164,7 @@ def read_condition_image(path: str | os.PathLike, height: int, width: int) -> Te
         float32 ``(3, height, width)`` in [0, 1].
     """
     p = _require_file(Path(path), "inputs")
-    with Image.open(p) as im:
+    with open_image_file(p, "inputs") as im, reading(p, "image file", option="inputs"):
         im = im.convert("RGB")
         if im.size != (width, height):
             im = im.resize((width, height), Image.Resampling.BICUBIC)
@@ -176,7 +174,7 @@ def read_condition_image(path: str | os.PathLike, height: int, width: int) -> Te
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(height, width)`` of an image file (header only)."""
     p = _require_file(Path(path), "inputs")
-    with Image.open(p) as im:
+    with open_image_file(p, "inputs") as im:
         return int(im.height), int(im.width)
 
 
@@ -187,7 +185,7 @@ def read_trajectory_camera(path: str | os.PathLike, image_path: Optional[str | o
     whose condition is a generated frame) the file's ``width``/``height`` keys."""
     traj = read_reference_json(_require_file(Path(path), "inputs"), image_path=image_path)
     if not traj.has_intrinsics:
-        raise ValueError(f"inputs: {str(path)!r} has no 'intrinsic' matrices")
+        raise InputFileError(path, "has no 'intrinsic' matrices", option="inputs")
     return traj
 
 
@@ -209,8 +207,8 @@ def read_render(render: str | os.PathLike, render_mask: str | os.PathLike,
     video = read_video(_require_file(Path(render), "inputs"))
     mask = read_video(_require_file(Path(render_mask), "inputs"))[:, :1]
     if video.shape[0] != mask.shape[0]:
-        raise ValueError(f"inputs: {str(render)!r} has {video.shape[0]} frames but {str(render_mask)!r} has "
-                         f"{mask.shape[0]}")
+        raise InputFileError(render, f"has {video.shape[0]} frames but {str(render_mask)!r} has {mask.shape[0]}",
+                             option="inputs")
     if indices is not None:
         if any(i < 0 or i >= video.shape[0] for i in indices):
             raise ValueError(f"inputs: frame indices {indices} out of range for {video.shape[0]} frames of "
@@ -231,25 +229,25 @@ def read_pano_bank(folder: str | os.PathLike) -> tuple[Tensor, Tensor, Tensor, l
     """
     root = Path(folder)
     cams_path = _require_file(root / "cameras.json", "inputs")
-    try:
-        cams = json.loads(cams_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"inputs: {str(cams_path)!r} is not valid JSON ({exc})") from None
+    cams = read_json_file(cams_path, "inputs", "camera bank JSON file")
+    if not isinstance(cams, dict):
+        raise InputFileError(cams_path, "expected a JSON object {view key: {extrinsic, intrinsic}}", option="inputs")
     files = sorted(p for p in (root / "images").glob("*.png"))
     if not files:
         raise FileNotFoundError(f"inputs: no images in {str(root / 'images')!r}")
     missing = [p.stem for p in files if p.stem not in cams]
     if missing:
-        raise ValueError(f"inputs: {str(cams_path)!r} has no camera for images {missing}")
+        raise InputFileError(cams_path, f"has no camera for images {missing}", option="inputs")
     keys = [p.stem for p in files]
     images = [load_image(p, name="inputs") for p in files]
     sizes = {tuple(im.shape[-2:]) for im in images}
     if len(sizes) != 1:
-        raise ValueError(f"inputs: the images of {str(root)!r} differ in size: {sorted(sizes)}")
+        raise InputFileError(root, f"the images differ in size: {sorted(sizes)}", option="inputs")
     h, w = sizes.pop()
-    traj = read_reference_json({k: cams[k] for k in keys}, height=h, width=w, dtype=torch.float64)
+    with reading(cams_path, "camera bank JSON file", option="inputs"):
+        traj = read_reference_json({k: cams[k] for k in keys}, height=h, width=w, dtype=torch.float64)
     if not traj.has_intrinsics:
-        raise ValueError(f"inputs: {str(cams_path)!r} has no 'intrinsic' matrices")
+        raise InputFileError(cams_path, "has no 'intrinsic' matrices", option="inputs")
     return torch.stack(images), traj.w2c, traj.K, keys
 
 
@@ -272,33 +270,32 @@ def detect_input_kind(folder: str | os.PathLike) -> str:
         return "reconstruction"
     if (root / "image.png").is_file() and (root / "camera.json").is_file():
         return "images"
-    raise ValueError(f"inputs: {str(root)!r} is not in the reference example layout (expected pano_bank/, "
-                     "renders/ + image.png, or image.png + camera.json + prompt.json)")
+    raise InputFileError(root, "is not in the reference example layout (expected pano_bank/, renders/ + image.png, "
+                               "or image.png + camera.json + prompt.json)", option="inputs")
 
 
 def _stored_frame_count(path: Path) -> Optional[int]:
     """Frame count from the container header (None when the file does not state it)."""
     import av  # PyAV is only needed for video files
 
-    try:
+    with reading(path, "video file", option="inputs"):
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise ValueError(f"inputs: {str(path)!r} has no video stream")
+                raise InputFileError(path, "has no video stream", option="inputs")
             return int(container.streams.video[0].frames) or None
-    except av.FFmpegError as exc:
-        raise ValueError(f"inputs: cannot read video {str(path)!r}: {exc}") from None
 
 
 def _check_frame_counts(traj: TrajectoryInputs) -> None:
     """One render frame and one mask frame per camera (checked from headers, before any model work)."""
-    try:
-        poses = len(json.loads(traj.camera.read_text(encoding="utf-8"))["extrinsic"])
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"inputs: {str(traj.camera)!r} is not a camera.json with an 'extrinsic' list") from None
+    doc = read_json_file(traj.camera, "inputs", "camera.json")
+    if not isinstance(doc, dict) or not isinstance(doc.get("extrinsic"), list):
+        raise InputFileError(traj.camera, "is not a camera.json with an 'extrinsic' list", option="inputs")
+    poses = len(doc["extrinsic"])
     for path in (traj.render, traj.render_mask):
         frames = _stored_frame_count(path)
         if frames is not None and frames != poses:
-            raise ValueError(f"inputs: {str(path)!r} has {frames} frames but {str(traj.camera)!r} has {poses} cameras")
+            raise InputFileError(path, f"has {frames} frames but {str(traj.camera)!r} has {poses} cameras",
+                                 option="inputs")
 
 
 def _trajectory(view_dir: Path, traj_dir: Path, caption_file: Path, caption_key: str,
@@ -312,6 +309,7 @@ def _trajectory(view_dir: Path, traj_dir: Path, caption_file: Path, caption_key:
         condition_image=condition_image, iterative_source=iterative_source,
     )
     _check_frame_counts(traj)
+    read_trajectory_camera(traj.camera, condition_image)  # a malformed camera.json fails before any model work
     return traj
 
 
@@ -319,10 +317,10 @@ def _view_is_valid(view_dir: Path) -> bool:
     path = view_dir / "valid_analysis.json"
     if not path.is_file():
         return True
-    try:
-        valid = json.loads(path.read_text(encoding="utf-8")).get("valid")
-    except (json.JSONDecodeError, AttributeError):
-        raise ValueError(f"inputs: {str(path)!r} is not a JSON object with a 'valid' key") from None
+    doc = read_json_file(path, "inputs", "valid_analysis.json")
+    if not isinstance(doc, dict):
+        raise InputFileError(path, "is not a JSON object with a 'valid' key", option="inputs")
+    valid = doc.get("valid")
     if valid != "yes":
         logger.info("inputs: skipping %s (valid_analysis.json says valid=%r)", view_dir.name, valid)
         return False

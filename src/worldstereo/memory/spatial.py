@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +24,10 @@ from torch import Tensor
 
 from ..camera.keyframes import sample_align_nframe
 from ..io.atomic import atomic_open
+from ..io.errors import InputFileError, reading
+from ..io.files import finite_matrix, read_json_file
 from ..io.image import load_image, rescale_intrinsics, resize_image, save_image
+from ..io.paths import safe_child, unique_names
 from ._cameras import per_frame_cameras
 from .retrieval import CameraSelector, ImageFeatureFn, RetrievalResult, retrieve
 
@@ -105,11 +107,6 @@ class _ResizedBank:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def _camera_id(name: str) -> str:
-    cid = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.replace("/", "-")).strip("-.")
-    return cid or "camera"
 
 
 class SpatialStereoMemory:
@@ -408,21 +405,19 @@ class SpatialStereoMemory:
         [{"camera_id", "matrix": c2w 4x4}], "intrinsics": [{"camera_id", "matrix": K 3x3}]}``,
         ``name_map.json`` (bank name -> zero-padded index in sorted camera-id order) and
         ``memory.json`` (bank order, names, pinned flags; used by :meth:`load_worldmirror`).
-        Camera ids are the names with ``/`` replaced by ``-``. Every file is written atomically.
+        Camera ids are the names made safe file names (``worldstereo.io.paths.unique_names``: ``/``
+        and other unsafe characters become ``-``, duplicates get ``_1``, ``_2`` ...); every file lies
+        inside ``out_dir`` and is written atomically.
 
         Returns:
             ``out_dir`` as a Path.
         """
         out = Path(out_dir)
-        (out / "images").mkdir(parents=True, exist_ok=True)
-        ids: list[str] = []
-        for e in self._entries:
-            cid, k = _camera_id(e.name), 1
-            while cid in ids:
-                cid, k = f"{_camera_id(e.name)}_{k}", k + 1
-            ids.append(cid)
+        ids = unique_names([e.name for e in self._entries], what="memory bank names")
+        images = safe_child(out, "images", is_folder=True)
+        images.mkdir(parents=True, exist_ok=True)
         for cid, e in zip(ids, self._entries):
-            save_image(out / "images" / f"{cid}.png", e.image)
+            save_image(safe_child(out, "images", f"{cid}.png", what="camera id"), e.image)
         cameras = {
             "num_cameras": len(ids),
             "extrinsics": [{"camera_id": cid, "matrix": torch.linalg.inv(e.w2c).tolist()} for cid, e in zip(ids, self._entries)],
@@ -433,7 +428,7 @@ class SpatialStereoMemory:
         name_map = {self._entries[j].name: f"{rank:0{width}d}" for rank, j in enumerate(order)}
         memory = {"entries": [{"name": e.name, "camera_id": cid, "pinned": e.pinned} for cid, e in zip(ids, self._entries)]}
         for fname, obj in (("cameras.json", cameras), ("name_map.json", name_map), ("memory.json", memory)):
-            with atomic_open(out / fname, "w", encoding="utf-8") as fh:
+            with atomic_open(safe_child(out, fname), "w", encoding="utf-8") as fh:
                 json.dump(obj, fh, indent=1)
         logger.info("SpatialStereoMemory: exported %d frames to %s", len(ids), out)
         return out
@@ -454,25 +449,47 @@ class SpatialStereoMemory:
         cam_path = d / "cameras.json"
         if not cam_path.is_file():
             raise FileNotFoundError(f"in_dir: {str(cam_path)!r} not found (not a WorldMirror export)")
-        cams = json.loads(cam_path.read_text(encoding="utf-8"))
-        c2w = {x["camera_id"]: torch.tensor(x["matrix"], dtype=torch.float64) for x in cams["extrinsics"]}
-        Ks = {x["camera_id"]: torch.tensor(x["matrix"], dtype=torch.float64) for x in cams["intrinsics"]}
+        cams = read_json_file(cam_path, "in_dir", "WorldMirror cameras.json")
+        with reading(cam_path, "WorldMirror cameras.json"):
+            if not isinstance(cams, dict) or not isinstance(cams.get("extrinsics"), list) \
+                    or not isinstance(cams.get("intrinsics"), list):
+                raise InputFileError(cam_path, "expected an object with 'extrinsics' and 'intrinsics' lists")
+            c2w = {str(x["camera_id"]): torch.from_numpy(finite_matrix(x["matrix"], (4, 4), f"extrinsics[{i}].matrix"))
+                   for i, x in enumerate(cams["extrinsics"])}
+            Ks = {str(x["camera_id"]): torch.from_numpy(finite_matrix(x["matrix"], (3, 3), f"intrinsics[{i}].matrix"))
+                  for i, x in enumerate(cams["intrinsics"])}
         if (d / "memory.json").is_file():
-            rows = json.loads((d / "memory.json").read_text(encoding="utf-8"))["entries"]
+            mem_doc = read_json_file(d / "memory.json", "in_dir", "memory.json")
+            with reading(d / "memory.json", "memory.json"):
+                rows = mem_doc["entries"]
+                if not isinstance(rows, list) or not all(isinstance(r, dict) and "camera_id" in r for r in rows):
+                    raise InputFileError(d / "memory.json", "expected a list of objects with 'camera_id'",
+                                         field="entries")
         else:
             inv: dict[str, str] = {}
             if (d / "name_map.json").is_file():
-                nm = json.loads((d / "name_map.json").read_text(encoding="utf-8"))
-                by_rank = {int(v): k for k, v in nm.items()}
-                inv = {cid: by_rank.get(r, cid) for r, cid in enumerate(sorted(c2w))}
-            rows = [{"name": inv.get(x["camera_id"], x["camera_id"]), "camera_id": x["camera_id"], "pinned": i == 0}
-                    for i, x in enumerate(cams["extrinsics"])]
+                nm = read_json_file(d / "name_map.json", "in_dir", "name_map.json")
+                with reading(d / "name_map.json", "name_map.json"):
+                    by_rank = {int(v): k for k, v in nm.items()}
+                    inv = {cid: by_rank.get(r, cid) for r, cid in enumerate(sorted(c2w))}
+            rows = [{"name": inv.get(str(x["camera_id"]), str(x["camera_id"])), "camera_id": str(x["camera_id"]),
+                     "pinned": i == 0} for i, x in enumerate(cams["extrinsics"])]
         mem = cls(**config)
         for r in rows:
-            cid = r["camera_id"]
+            cid = str(r["camera_id"])
             if cid not in c2w or cid not in Ks:
-                raise ValueError(f"in_dir: camera {cid!r} lacks an extrinsic or intrinsic entry in cameras.json")
-            img = load_image(d / "images" / f"{cid}.png", name=f"images/{cid}.png")
-            mem._entries.append(MemoryEntry(img.float(), torch.linalg.inv(c2w[cid]), Ks[cid], str(r["name"]), bool(r["pinned"])))
+                raise InputFileError(cam_path, f"camera {cid!r} lacks an extrinsic or intrinsic entry")
+            try:
+                img_path = safe_child(d, "images", f"{cid}.png", what="camera_id")
+            except ValueError as exc:
+                raise InputFileError(cam_path, str(exc)) from None
+            if not img_path.is_file():
+                raise InputFileError(cam_path, f"the image images/{cid}.png of camera {cid!r} is missing")
+            img = load_image(img_path, name=f"images/{cid}.png")
+            with reading(cam_path, "WorldMirror cameras.json"):
+                w2c = torch.linalg.inv(c2w[cid])
+                mem._entries.append(MemoryEntry(img.float(), w2c, Ks[cid], str(r.get("name", cid)),
+                                                bool(r.get("pinned", False))))
         mem._evict()
         return mem
+

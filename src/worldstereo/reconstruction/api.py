@@ -92,6 +92,37 @@ class Reconstruction(Mapping[str, Any]):
         return save_reconstruction(self, out_dir, formats=formats, frames=frames)
 
 
+def _check_options(*, method: Any, mesh_method: Any, voxel_size: Any, mesh_voxel_size: Any, scale_anchor: Any,
+                   outlier_std_ratio: Any, field_iterations: Any, field_kwargs: Any, align_depth: Any,
+                   compute_metrics: Any, progress: Any) -> None:
+    """Validate the scalar options of :func:`reconstruct` (before any work)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if mesh_method not in ("tsdf", "poisson"):
+        raise ValueError(f"mesh_method must be 'tsdf' or 'poisson'; got {mesh_method!r}")
+    if scale_anchor not in ("first", "cameras"):
+        raise ValueError(f"scale_anchor must be 'first' or 'cameras'; got {scale_anchor!r}")
+
+    def positive(name: str, value: Any, optional: bool = True) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(value) or not value > 0:
+            raise ValueError(f"{name} must be a finite number > 0{' or None' if optional else ''}; got {value!r}")
+
+    positive("voxel_size", voxel_size)
+    positive("mesh_voxel_size", mesh_voxel_size)
+    positive("outlier_std_ratio", outlier_std_ratio, optional=False)
+    if isinstance(field_iterations, bool) or not isinstance(field_iterations, (int, np.integer)) \
+            or not 0 <= field_iterations <= 1_000_000:
+        raise ValueError(f"field_iterations must be an integer in [0, 1000000]; got {field_iterations!r}")
+    if field_kwargs is not None and not isinstance(field_kwargs, dict):
+        raise TypeError(f"field_kwargs must be a dict or None; got {type(field_kwargs).__name__}")
+    for name, value in (("align_depth", align_depth), ("compute_metrics", compute_metrics), ("progress", progress)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool; got {value!r}")
+
+
 def _check_frames(frames: Any) -> np.ndarray:
     if isinstance(frames, (list, tuple)):
         frames = torch.stack([torch.as_tensor(f) for f in frames])
@@ -192,6 +223,8 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
         align_depth: estimate per-frame depth scales (see ``fusion.align_depth_scales``).
         scale_anchor: "first" (frame 0's depth is in trajectory units) or "cameras" (estimate the
             overall scale from the camera baselines too).
+        outlier_std_ratio: statistical outlier removal threshold, a finite number > 0 (points whose
+            mean neighbour distance exceeds the mean by this many standard deviations are dropped).
         mesh_voxel_size: TSDF voxel (default 2 x the fusion voxel).
         field_iterations: neural-field optimisation steps.
         field_kwargs: neural-field options: ``"init"`` -> keyword arguments of
@@ -204,18 +237,13 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
         :class:`Reconstruction`.
 
     Raises:
-        ValueError / TypeError: invalid inputs (checked before any heavy work).
+        ValueError / TypeError: invalid inputs (checked before any heavy work): e.g. a negative,
+            zero or NaN ``outlier_std_ratio`` / ``voxel_size``, a non-integer ``field_iterations``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if mesh_method not in ("tsdf", "poisson"):
-        raise ValueError(f"mesh_method must be 'tsdf' or 'poisson'; got {mesh_method!r}")
-    if voxel_size is not None and not voxel_size > 0:
-        raise ValueError(f"voxel_size must be > 0; got {voxel_size}")
-    if mesh_voxel_size is not None and not mesh_voxel_size > 0:
-        raise ValueError(f"mesh_voxel_size must be > 0; got {mesh_voxel_size}")
-    if scale_anchor not in ("first", "cameras"):
-        raise ValueError(f"scale_anchor must be 'first' or 'cameras'; got {scale_anchor!r}")
+    _check_options(method=method, mesh_method=mesh_method, voxel_size=voxel_size, mesh_voxel_size=mesh_voxel_size,
+                   scale_anchor=scale_anchor, outlier_std_ratio=outlier_std_ratio, field_iterations=field_iterations,
+                   field_kwargs=field_kwargs, align_depth=align_depth, compute_metrics=compute_metrics,
+                   progress=progress)
     F = _check_frames(frames)
     T, _, H, W = F.shape
     cams = camera_arrays(trajectory, num_frames=T, height=H, width=W, name="trajectory")
@@ -224,6 +252,8 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
         ref_xyz = as_numpy(reference_points.xyz if hasattr(reference_points, "xyz") else reference_points)
         if ref_xyz.ndim != 2 or ref_xyz.shape[1] != 3 or ref_xyz.shape[0] == 0:
             raise ValueError(f"reference_points must be a PointCloud or non-empty (M,3); got shape {ref_xyz.shape}")
+        if not np.isfinite(ref_xyz).all():
+            raise ValueError("reference_points contain NaN or infinite coordinates")
     D, valid = _resolve_depth(depth, F, progress)
 
     fused = fuse_depth_maps(F, D, cams, valid, align=align_depth, anchor=scale_anchor, reference_xyz=ref_xyz,

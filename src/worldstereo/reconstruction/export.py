@@ -15,6 +15,13 @@ Formats:
       [{"camera_id", "matrix": c2w 4x4}], "intrinsics": [{"camera_id", "matrix": K 3x3}]}`` with
       ``images/<camera_id>.png``.
 
+Names: frame names / camera ids (from the caller or read from data) become file names only through
+``worldstereo.io.paths.unique_names`` (sanitised, unique ignoring case) and every written path is built
+with ``worldstereo.io.paths.safe_child``, so no exporter writes outside the folder it is given (not
+through ``..``, absolute names or symbolic links inside it). The readers raise
+``worldstereo.io.errors.InputFileError`` (a ``ValueError``) naming the file and field for any
+malformed model, and read images only inside the model's folder.
+
 Pixel convention: the library puts the centre of pixel (row r, column c) at image coordinates
 ``(c + 0.5, r + 0.5)`` (top-left pixel centre at (0.5, 0.5)), which is also COLMAP's and nerfstudio's
 convention, so ``K`` is written and read unchanged (no cx/cy shift) in every format.
@@ -30,6 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from worldstereo.io import limits
+from worldstereo.io.errors import InputFileError, reading
+from worldstereo.io.files import finite_matrix, finite_number, read_json_file, read_text_file
+from worldstereo.io.paths import safe_child, unique_names
 
 from ._common import CameraArrays, as_numpy, atomic_path, camera_arrays
 
@@ -143,23 +155,25 @@ def write_mesh(path: str | os.PathLike[str], mesh: Any) -> Path:
     return p
 
 
-def _frame_names(n: int, names: Sequence[str] | None) -> list[str]:
+def _frame_names(n: int, names: Sequence[str] | None, what: str = "names") -> list[str]:
+    """One safe, unique file name per camera (``worldstereo.io.paths.unique_names``)."""
     if names is None:
         return [f"{i:05d}" for i in range(n)]
-    if len(names) != n:
-        raise ValueError(f"names must have {n} entries; got {len(names)}")
-    return [str(x) for x in names]
+    if isinstance(names, (str, bytes)) or len(names) != n:
+        raise ValueError(f"{what} must be a sequence of {n} names; got {names!r:.80}")
+    return unique_names(names, what=what)
 
 
 
-def _export_inputs(cameras: Any, frames: Any, names: Sequence[str] | None) -> tuple[Any, Any, list[str]]:
+def _export_inputs(cameras: Any, frames: Any, names: Sequence[str] | None,
+                   what: str = "names") -> tuple[Any, Any, list[str]]:
     """Cameras of an export (rescaled to the frames when frames are given), the checked frames
-    (or None) and one name per camera."""
+    (or None) and one safe file name per camera."""
     cams = camera_arrays(cameras, name="cameras")
     f = _check_frames_for(frames, cams)
     if f is not None:
         cams = cams.resized(f.shape[2], f.shape[3])
-    return cams, f, _frame_names(len(cams), names)
+    return cams, f, _frame_names(len(cams), names, what)
 
 def write_transforms_json(out_dir: str | os.PathLike[str], cameras: Any, frames: Any = None, *,
                           names: Sequence[str] | None = None, ply_file_path: str | None = None) -> Path:
@@ -174,7 +188,7 @@ def write_transforms_json(out_dir: str | os.PathLike[str], cameras: Any, frames:
     for i, nm in enumerate(names):
         rel = f"images/{nm}.png"
         if f is not None:
-            _write_png(out / rel, f[i])
+            _write_png(safe_child(out, rel), f[i])
         K = cams.K[i]
         entries.append({"file_path": rel, "transform_matrix": (c2w[i] @ _FLIP_YZ).tolist(),
                         "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
@@ -182,26 +196,54 @@ def write_transforms_json(out_dir: str | os.PathLike[str], cameras: Any, frames:
     doc: dict[str, Any] = {"camera_model": "OPENCV", "frames": entries}
     if ply_file_path is not None:
         doc["ply_file_path"] = ply_file_path
-    path = out / "transforms.json"
+    path = safe_child(out, "transforms.json")
     _write_text(path, json.dumps(doc, indent=2))
     return path
 
 
+def _image_side(value: Any, field: str, path: Any) -> int:
+    return int(finite_number(value, field, path=path, integer=True, minimum=1, maximum=limits.MAX_IMAGE_SIDE))
+
+
+def _rigid_inverse(m: np.ndarray, field: str, path: Any) -> np.ndarray:
+    if abs(np.linalg.det(m[:3, :3])) < 1e-12 or not np.allclose(m[3], [0, 0, 0, 1], atol=1e-6):
+        raise InputFileError(path, "not an invertible rigid pose (singular rotation or bad last row)", field=field)
+    return np.linalg.inv(m)
+
+
 def read_transforms_json(path: str | os.PathLike[str]) -> tuple[CameraArrays, list[str]]:
-    """Read a ``transforms.json`` (per-frame or global intrinsics) -> (cameras, file paths)."""
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    if "frames" not in doc or not doc["frames"]:
-        raise ValueError(f"{path}: no 'frames' in transforms.json")
-    w2c, Ks, files = [], [], []
-    H = W = None
-    for fr in doc["frames"]:
-        g = {**doc, **fr}
-        c2w = np.asarray(fr["transform_matrix"], dtype=np.float64) @ _FLIP_YZ
-        w2c.append(np.linalg.inv(c2w))
-        Ks.append([[g["fl_x"], 0.0, g["cx"]], [0.0, g["fl_y"], g["cy"]], [0.0, 0.0, 1.0]])
-        H, W = int(g["h"]), int(g["w"])
-        files.append(fr.get("file_path", ""))
-    return CameraArrays(np.stack(w2c), np.asarray(Ks, dtype=np.float64), H, W), files
+    """Read a ``transforms.json`` (per-frame or global intrinsics) -> (cameras, file paths).
+
+    Raises:
+        InputFileError: malformed file (names the file and the key).
+    """
+    doc = read_json_file(path, "path", "transforms.json file")
+    with reading(path, "transforms.json file"):
+        if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list) or not doc["frames"]:
+            raise InputFileError(path, "expected an object with a non-empty 'frames' list", field="frames")
+        w2c, Ks, files = [], [], []
+        sizes = set()
+        for i, fr in enumerate(doc["frames"]):
+            if not isinstance(fr, dict):
+                raise InputFileError(path, "expected an object", field=f"frames[{i}]")
+            g = {**doc, **fr}
+            for key in ("transform_matrix", "fl_x", "fl_y", "cx", "cy", "w", "h"):
+                if key not in g:
+                    raise InputFileError(path, f"missing key {key!r}", field=f"frames[{i}]")
+            c2w = finite_matrix(fr["transform_matrix"], (4, 4), f"frames[{i}].transform_matrix", path=path) @ _FLIP_YZ
+            w2c.append(_rigid_inverse(c2w, f"frames[{i}].transform_matrix", path))
+            fx = finite_number(g["fl_x"], f"frames[{i}].fl_x", path=path, positive=True)
+            fy = finite_number(g["fl_y"], f"frames[{i}].fl_y", path=path, positive=True)
+            cx = finite_number(g["cx"], f"frames[{i}].cx", path=path)
+            cy = finite_number(g["cy"], f"frames[{i}].cy", path=path)
+            Ks.append([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+            sizes.add((_image_side(g["h"], f"frames[{i}].h", path), _image_side(g["w"], f"frames[{i}].w", path)))
+            fp = fr.get("file_path", "")
+            files.append(fp if isinstance(fp, str) else str(fp))
+        if len(sizes) != 1:
+            raise InputFileError(path, f"frames have different image sizes {sorted(sizes)}; not supported")
+        (H, W), = sizes
+        return CameraArrays(np.stack(w2c), np.asarray(Ks, dtype=np.float64), H, W), files
 
 
 def _rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
@@ -224,7 +266,8 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
     """Write a COLMAP text model (``cameras.txt``, ``images.txt``, ``points3D.txt``) into ``out_dir``.
 
     One PINHOLE camera per image (fx fy cx cy, unchanged: COLMAP's pixel centres are at +0.5 like
-    ours); images are named ``<name>.png`` (written to ``out_dir/images`` when ``frames`` are given). ``points`` (N,3)
+    ours); images are named ``<name>.png`` (names sanitised, see the module docstring; written to
+    ``out_dir/images`` when ``frames`` are given). ``points`` (N,3)
     and ``colors`` (N,3) [0,1] fill ``points3D.txt`` (empty tracks). Returns ``out_dir``.
     """
     cams, f, names = _export_inputs(cameras, frames, names)
@@ -246,7 +289,7 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
                          f"{i + 1} {names[i]}.png")
         img_lines.append("")
         if f is not None:
-            _write_png(out / "images" / f"{names[i]}.png", f[i])
+            _write_png(safe_child(out, "images", f"{names[i]}.png"), f[i])
     pts_lines = ["# 3D point list with one line of data per point:",
                  "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
     if points is not None:
@@ -255,68 +298,125 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
         C8 = np.clip(C * 255 + 0.5, 0, 255).astype(int)
         pts_lines += [f"{k + 1} {p[0]!r} {p[1]!r} {p[2]!r} {c[0]} {c[1]} {c[2]} 0" for k, (p, c) in
                       enumerate(zip(P.tolist(), C8.tolist()))]
-    _write_text(out / "cameras.txt", "\n".join(cam_lines) + "\n")
-    _write_text(out / "images.txt", "\n".join(img_lines) + "\n")
-    _write_text(out / "points3D.txt", "\n".join(pts_lines) + "\n")
+    _write_text(safe_child(out, "cameras.txt"), "\n".join(cam_lines) + "\n")
+    _write_text(safe_child(out, "images.txt"), "\n".join(img_lines) + "\n")
+    _write_text(safe_child(out, "points3D.txt"), "\n".join(pts_lines) + "\n")
     return out
 
 
 def read_colmap_text(model_dir: str | os.PathLike[str]) -> tuple[CameraArrays, list[str], np.ndarray, np.ndarray]:
     """Read a COLMAP text model -> (cameras sorted by IMAGE_ID, image names, points (N,3), colours (N,3) [0,1]).
 
-    Supports the SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL and OPENCV camera models (distortion
-    parameters are ignored with a warning); all images must share one image size.
+    Supports the SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV and FULL_OPENCV camera
+    models (distortion parameters are ignored with a warning); all images must share one image size.
+
+    Raises:
+        FileNotFoundError: ``cameras.txt`` / ``images.txt`` missing.
+        InputFileError: malformed lines (names the file and the line).
     """
     d = Path(model_dir)
+    cam_text = read_text_file(d / "cameras.txt", "model_dir", "COLMAP cameras.txt")
+    img_text = read_text_file(d / "images.txt", "model_dir", "COLMAP images.txt")
+    p3 = d / "points3D.txt"
+    pts_text = read_text_file(p3, "model_dir", "COLMAP points3D.txt") if p3.exists() else ""
     cams: dict[int, tuple[int, int, np.ndarray]] = {}
-    for line in (d / "cameras.txt").read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        tok = line.split()
-        cid, model, w, h = int(tok[0]), tok[1], int(tok[2]), int(tok[3])
-        prm = [float(x) for x in tok[4:]]
-        if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
-            fx = fy = prm[0]
-            cx, cy = prm[1], prm[2]
-        elif model in ("PINHOLE", "OPENCV", "FULL_OPENCV"):
-            fx, fy, cx, cy = prm[:4]
-        else:
-            raise ValueError(f"{d / 'cameras.txt'}: unsupported camera model {model!r}")
-        if model not in ("SIMPLE_PINHOLE", "PINHOLE"):
-            logger.warning("COLMAP camera %d (%s): distortion ignored", cid, model)
-        cams[cid] = (w, h, np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]))
+    with reading(d / "cameras.txt", "COLMAP cameras.txt"):
+        for lineno, line in enumerate(cam_text.splitlines(), start=1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            where = f"line {lineno}"
+            tok = line.split()
+            if len(tok) < 4:
+                raise InputFileError(d / "cameras.txt", "expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS...", field=where)
+            cid = int(finite_number(_num(tok[0], where), where, path=d / "cameras.txt", integer=True))
+            model = tok[1]
+            w = _image_side(_num(tok[2], f"{where} WIDTH"), f"{where} WIDTH", d / "cameras.txt")
+            h = _image_side(_num(tok[3], f"{where} HEIGHT"), f"{where} HEIGHT", d / "cameras.txt")
+            prm = [finite_number(_num(x, f"{where} PARAMS"), f"{where} PARAMS", path=d / "cameras.txt") for x in tok[4:]]
+            needed = {"SIMPLE_PINHOLE": 3, "SIMPLE_RADIAL": 4, "RADIAL": 5, "PINHOLE": 4, "OPENCV": 8,
+                      "FULL_OPENCV": 12}
+            if model not in needed:
+                raise InputFileError(d / "cameras.txt", f"unsupported camera model {model!r}; expected one of "
+                                     f"{sorted(needed)}", field=where)
+            if len(prm) < needed[model]:
+                raise InputFileError(d / "cameras.txt", f"{model} needs {needed[model]} parameters, got {len(prm)}",
+                                     field=where)
+            if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
+                fx = fy = prm[0]
+                cx, cy = prm[1], prm[2]
+            else:
+                fx, fy, cx, cy = prm[:4]
+            if not (fx > 0 and fy > 0):
+                raise InputFileError(d / "cameras.txt", "focal lengths must be positive", field=where)
+            if model not in ("SIMPLE_PINHOLE", "PINHOLE"):
+                logger.warning("COLMAP camera %d (%s): distortion ignored", cid, model)
+            cams[cid] = (w, h, np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]))
+            if len(cams) > limits.MAX_CAMERAS:
+                raise InputFileError(d / "cameras.txt", f"more than {limits.MAX_CAMERAS} cameras")
     rows = []
-    lines = [ln for ln in (d / "images.txt").read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
-    k = 0
-    while k < len(lines):
-        if not lines[k].strip():
-            k += 1
-            continue
-        tok = lines[k].split()
-        iid, q, t, cid, name = int(tok[0]), [float(x) for x in tok[1:5]], [float(x) for x in tok[5:8]], int(tok[8]), \
-            " ".join(tok[9:])
-        w2c = np.eye(4)
-        w2c[:3, :3] = _qvec_to_rotmat(q)
-        w2c[:3, 3] = t
-        rows.append((iid, w2c, cid, name))
-        k += 2  # skip the POINTS2D line
+    with reading(d / "images.txt", "COLMAP images.txt"):
+        lines = [(n, ln) for n, ln in enumerate(img_text.splitlines(), start=1) if not ln.startswith("#")]
+        k = 0
+        seen: set[int] = set()
+        while k < len(lines):
+            lineno, line = lines[k]
+            if not line.strip():
+                k += 1
+                continue
+            where = f"line {lineno}"
+            tok = line.split()
+            if len(tok) < 10:
+                raise InputFileError(d / "images.txt", "expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME",
+                                     field=where)
+            iid = int(finite_number(_num(tok[0], f"{where} IMAGE_ID"), f"{where} IMAGE_ID", path=d / "images.txt", integer=True))
+            q = [finite_number(_num(x, f"{where} QVEC"), f"{where} QVEC", path=d / "images.txt") for x in tok[1:5]]
+            t = [finite_number(_num(x, f"{where} TVEC"), f"{where} TVEC", path=d / "images.txt") for x in tok[5:8]]
+            cid = int(finite_number(_num(tok[8], f"{where} CAMERA_ID"), f"{where} CAMERA_ID", path=d / "images.txt", integer=True))
+            name = " ".join(tok[9:])
+            if cid not in cams:
+                raise InputFileError(d / "images.txt", f"CAMERA_ID {cid} is not in cameras.txt", field=where)
+            if iid in seen:
+                raise InputFileError(d / "images.txt", f"IMAGE_ID {iid} appears twice", field=where)
+            seen.add(iid)
+            if not 1e-6 < float(np.linalg.norm(q)) < 1e6:
+                raise InputFileError(d / "images.txt", f"quaternion {q} has no usable norm", field=where)
+            w2c = np.eye(4)
+            w2c[:3, :3] = _qvec_to_rotmat(q)
+            w2c[:3, 3] = t
+            rows.append((iid, w2c, cid, name))
+            if len(rows) > limits.MAX_CAMERAS:
+                raise InputFileError(d / "images.txt", f"more than {limits.MAX_CAMERAS} images")
+            k += 2  # skip the POINTS2D line
+    if not rows:
+        raise InputFileError(d / "images.txt", "no images; expected at least one IMAGE_ID line")
     rows.sort(key=lambda r: r[0])
     sizes = {cams[r[2]][:2] for r in rows}
     if len(sizes) != 1:
-        raise ValueError(f"{d}: images have different sizes {sorted(sizes)}; not supported")
+        raise InputFileError(d, f"images have different sizes {sorted(sizes)}; not supported")
     W, H = sizes.pop()
     pts, cols = [], []
-    p3 = d / "points3D.txt"
-    if p3.exists():
-        for line in p3.read_text(encoding="utf-8").splitlines():
+    with reading(p3, "COLMAP points3D.txt"):
+        for lineno, line in enumerate(pts_text.splitlines(), start=1):
             if not line.strip() or line.startswith("#"):
                 continue
             tok = line.split()
-            pts.append([float(x) for x in tok[1:4]])
-            cols.append([int(x) / 255.0 for x in tok[4:7]])
+            if len(tok) < 7:
+                raise InputFileError(p3, "expected POINT3D_ID X Y Z R G B ...", field=f"line {lineno}")
+            pts.append([finite_number(_num(x, f"line {lineno} XYZ"), f"line {lineno} XYZ", path=p3) for x in tok[1:4]])
+            cols.append([finite_number(_num(x, f"line {lineno} RGB"), f"line {lineno} RGB", path=p3, integer=True, minimum=0,
+                                       maximum=255) / 255.0 for x in tok[4:7]])
     ca = CameraArrays(np.stack([r[1] for r in rows]), np.stack([cams[r[2]][2] for r in rows]), H, W)
     return ca, [r[3] for r in rows], np.asarray(pts, dtype=np.float64).reshape(-1, 3), \
         np.asarray(cols, dtype=np.float64).reshape(-1, 3)
+
+
+def _num(token: str, field: str) -> float:
+    """A numeric token of a text model (``finite_number`` then checks it); non-numbers raise
+    ``InputFileError`` naming ``field`` (the file is added by the caller's ``reading`` context)."""
+    try:
+        return float(token)
+    except ValueError:
+        raise InputFileError(None, f"expected a number, got {token[:40]!r}", field=field) from None
 
 
 def write_worldmirror(out_dir: str | os.PathLike[str], cameras: Any, frames: Any = None, *,
@@ -325,16 +425,16 @@ def write_worldmirror(out_dir: str | os.PathLike[str], cameras: Any, frames: Any
 
     ``K`` is expressed for the frames' size when frames are given. Returns the path of ``cameras.json``.
     """
-    cams, f, ids = _export_inputs(cameras, frames, camera_ids)
+    cams, f, ids = _export_inputs(cameras, frames, camera_ids, "camera_ids")
     out = Path(out_dir)
     c2w = cams.c2w
     if f is not None:
         for i, cid in enumerate(ids):
-            _write_png(out / "images" / f"{cid}.png", f[i])
+            _write_png(safe_child(out, "images", f"{cid}.png"), f[i])
     doc = {"num_cameras": len(cams),
            "extrinsics": [{"camera_id": cid, "matrix": c2w[i].tolist()} for i, cid in enumerate(ids)],
            "intrinsics": [{"camera_id": cid, "matrix": cams.K[i].tolist()} for i, cid in enumerate(ids)]}
-    path = out / "cameras.json"
+    path = safe_child(out, "cameras.json")
     _write_text(path, json.dumps(doc, indent=2))
     return path
 
@@ -346,25 +446,43 @@ def read_worldmirror_cameras(path: str | os.PathLike[str], *, height: int | None
     The image size is taken from ``images/<first id>.png`` next to the file unless given.
     """
     p = Path(path)
-    doc = json.loads(p.read_text(encoding="utf-8"))
-    try:
-        ext = {e["camera_id"]: np.asarray(e["matrix"], dtype=np.float64) for e in doc["extrinsics"]}
-        intr = {e["camera_id"]: np.asarray(e["matrix"], dtype=np.float64) for e in doc["intrinsics"]}
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{p}: not a WorldMirror cameras.json ({exc})") from exc
-    ids = [e["camera_id"] for e in doc["extrinsics"]]
-    if set(ids) != set(intr):
-        raise ValueError(f"{p}: extrinsics and intrinsics list different camera ids")
-    if height is None or width is None:
-        img = p.parent / "images" / f"{ids[0]}.png"
-        if not img.exists():
-            raise ValueError(f"{p}: pass height/width (no {img} to read the image size from)")
-        from PIL import Image
+    doc = read_json_file(p, "path", "WorldMirror cameras.json")
+    with reading(p, "WorldMirror cameras.json"):
+        if not isinstance(doc, dict) or not isinstance(doc.get("extrinsics"), list) or \
+                not isinstance(doc.get("intrinsics"), list) or not doc["extrinsics"]:
+            raise InputFileError(p, "expected an object with non-empty 'extrinsics' and 'intrinsics' lists")
+        ext: dict[str, np.ndarray] = {}
+        intr: dict[str, np.ndarray] = {}
+        ids: list[str] = []
+        for key, shape, table in (("extrinsics", (4, 4), ext), ("intrinsics", (3, 3), intr)):
+            for i, e in enumerate(doc[key]):
+                if not isinstance(e, dict) or "camera_id" not in e or "matrix" not in e:
+                    raise InputFileError(p, "expected an object with 'camera_id' and 'matrix'", field=f"{key}[{i}]")
+                cid = e["camera_id"]
+                if isinstance(cid, bool) or not isinstance(cid, (str, int)):
+                    raise InputFileError(p, f"expected a string camera id, got {type(cid).__name__}",
+                                         field=f"{key}[{i}].camera_id")
+                cid = str(cid)
+                if cid in table:
+                    raise InputFileError(p, f"camera id {cid!r} appears twice", field=f"{key}[{i}]")
+                table[cid] = finite_matrix(e["matrix"], shape, f"{key}[{i}].matrix", path=p)
+                if key == "extrinsics":
+                    ids.append(cid)
+        if set(ids) != set(intr):
+            raise InputFileError(p, "extrinsics and intrinsics list different camera ids")
+        if height is None or width is None:
+            try:
+                img = safe_child(p.parent, "images", f"{ids[0]}.png", what="camera_id")
+            except ValueError as exc:
+                raise InputFileError(p, str(exc), field="extrinsics[0].camera_id") from None
+            if not img.exists():
+                raise InputFileError(p, f"pass height/width (no {img} to read the image size from)")
+            from worldstereo.io.image import open_image_file
 
-        with Image.open(img) as im:
-            width, height = im.size
-    w2c = np.stack([np.linalg.inv(ext[i]) for i in ids])
-    return CameraArrays(w2c, np.stack([intr[i] for i in ids]), int(height), int(width)), ids
+            with open_image_file(img, "image") as im:
+                width, height = im.size
+        w2c = np.stack([_rigid_inverse(ext[i], f"camera {i!r}", p) for i in ids])
+        return CameraArrays(w2c, np.stack([intr[i] for i in ids]), int(height), int(width)), ids
 
 
 EXPORT_FORMATS = ("ply", "gaussians", "mesh_glb", "mesh_obj", "mesh_ply", "transforms", "colmap", "worldmirror",
@@ -402,19 +520,21 @@ def save_reconstruction(rec: Any, out_dir: str | os.PathLike[str], *, formats: S
     written: dict[str, Path] = {}
     for fmt in formats:
         if fmt == "ply":
-            written[fmt] = write_points_ply(out / "points.ply", rec.points, rec.colors, rec.normals)
+            written[fmt] = write_points_ply(safe_child(out, "points.ply"), rec.points, rec.colors, rec.normals)
         elif fmt == "gaussians":
-            written[fmt] = rec.field.save_ply(out / "gaussians.ply")
+            written[fmt] = rec.field.save_ply(safe_child(out, "gaussians.ply"))
         elif fmt.startswith("mesh_"):
-            written[fmt] = write_mesh(out / f"mesh.{fmt[5:]}", rec.mesh)
+            written[fmt] = write_mesh(safe_child(out, f"mesh.{fmt[5:]}"), rec.mesh)
         elif fmt == "transforms":
-            written[fmt] = write_transforms_json(out / "nerfstudio", rec.cameras, frames, ply_file_path="../points.ply")
+            written[fmt] = write_transforms_json(safe_child(out, "nerfstudio", is_folder=True), rec.cameras, frames,
+                                                 ply_file_path="../points.ply")
         elif fmt == "colmap":
-            written[fmt] = write_colmap_text(out / "colmap", rec.cameras, rec.points, rec.colors, frames=frames)
+            written[fmt] = write_colmap_text(safe_child(out, "colmap", is_folder=True), rec.cameras, rec.points,
+                                             rec.colors, frames=frames)
         elif fmt == "worldmirror":
-            written[fmt] = write_worldmirror(out / "worldmirror", rec.cameras, frames)
+            written[fmt] = write_worldmirror(safe_child(out, "worldmirror", is_folder=True), rec.cameras, frames)
         elif fmt == "viewer":
             from .viewer import write_viewer
 
-            written[fmt] = write_viewer(out / "viewer.html", rec)
+            written[fmt] = write_viewer(safe_child(out, "viewer.html"), rec)
     return written
