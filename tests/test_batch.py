@@ -81,7 +81,8 @@ def test_every_problem_is_reported_with_line_and_field(tmp_path):
         load_jobs(write_jobs(tmp_path / "jobs.jsonl", lines))
     # lines that are not JSON are reported first (NaN is not JSON either)
     assert {(line, field) for line, field, _ in info.value.problems} == {(2, None), (13, None)}
-    assert "line 13: not valid JSON: NaN is not a valid JSON number" in str(info.value)
+    assert "line 13: non-finite number 'NaN'" in str(info.value)
+    assert "line 2: not valid JSON (Expecting property name enclosed in double quotes at column 2)" in str(info.value)
     # after fixing the JSON, every field problem of every line is reported at once
     lines[1] = job(1, output="ok1")
     lines[12] = job(0, guidance=101, output="x4")
@@ -118,6 +119,8 @@ def test_schema_details(tmp_path):
     assert validate_jobs([job(0, frames=4.0)], base_dir=tmp_path)[0].frames == 4
     with pytest.raises(FileNotFoundError, match="JOBS"):
         load_jobs(tmp_path / "nope.jsonl")
+    with pytest.raises(ValueError, match="JOBS.*is a directory"):
+        load_jobs(tmp_path)
     assert set(JOB_FIELDS) >= {"image", "trajectory", "output", "prompt", "seed", "variant"}
 
 

@@ -76,6 +76,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .io.errors import InputFileError
+from .io.files import parse_json_text, read_text_file
 from .parallel import (
     PARALLEL_MODES,
     enable_context_parallel,
@@ -425,32 +427,20 @@ def load_jobs(path: str | os.PathLike[str], *, defaults: Mapping[str, Any] | Non
 
     Raises:
         FileNotFoundError: no such file.
-        JobsFileError: unreadable file, lines that are not JSON objects, invalid fields (all listed).
+        InputFileError: not a readable UTF-8 text file of at most :data:`MAX_JOBS_FILE_BYTES`.
+        JobsFileError: lines that are not JSON objects, invalid fields (all listed).
     """
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"JOBS: {str(p)!r} does not exist")
-    if not p.is_file():
-        raise JobsFileError(str(p), [(0, None, "is not a file")])
-    if p.stat().st_size > MAX_JOBS_FILE_BYTES:
-        raise JobsFileError(str(p), [(0, None, f"larger than {MAX_JOBS_FILE_BYTES} bytes")])
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise JobsFileError(str(p), [(0, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
-
-    def refuse_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not a valid JSON number")
-
+    text = read_text_file(p, "JOBS", "jobs file (JSON Lines)", max_bytes=MAX_JOBS_FILE_BYTES)
     raws, lines, problems = [], [], []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            raws.append(json.loads(line, parse_constant=refuse_constant))
+            raws.append(parse_json_text(line, what="JSON object"))
             lines.append(n)
-        except (ValueError, RecursionError) as exc:
-            problems.append((n, None, f"not valid JSON: {exc}"))
+        except InputFileError as exc:  # the parser sees one line: its "line 1" is line n
+            problems.append((n, None, exc.reason.replace(" at line 1, column ", " at column ")))
     if problems:
         raise JobsFileError(str(p), problems)
     return validate_jobs(raws, base_dir=p.resolve().parent, defaults=defaults, source=str(p), lines=lines)
