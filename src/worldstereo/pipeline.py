@@ -292,7 +292,8 @@ def generate_video(
         output_format: ``"tensor"`` (float32 (T,C,H,W) in [0,1]), ``"numpy"`` (float32
             (T,H,W,C)), ``"pil"`` (list of RGB images) or ``"video"`` (writes ``save_path``,
             returns the tensor).
-        save_path: ``.mp4`` path; written atomically whatever the format.
+        save_path: ``.mp4`` path; written atomically whatever the format (under
+            :mod:`worldstereo.parallel`, by the group's rank 0 only; every rank returns the video).
         progress_callback: ``callback(step, total_steps, latent)`` after every denoising step.
         prompt, negative_prompt: text conditioning (default negative prompt: the model config's).
         panorama: treat the condition image as a 2:1 equirectangular panorama (default: auto).

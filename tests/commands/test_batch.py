@@ -61,6 +61,16 @@ def test_cli_batch_rejects_invalid_jobs_before_loading(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_batch_defaults_name_their_option(tmp_path, capsys):
+    write_inputs(tmp_path)
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [job(0, height=None, width=None)])
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "out"), "--model", "x/y", "--height", "40",
+                 "--width", "48"]) == 2
+    assert "--height: expected a multiple of 16, got 40" in capsys.readouterr().err
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "out"), "--model", "x/y", "--guidance", "-1"]) == 2
+    assert "--guidance" in capsys.readouterr().err
+
+
 def test_parallel_needs_torchrun(tmp_path, memory_model_dir, capsys):
     write_inputs(tmp_path, 1)
     code = main(["generate", str(tmp_path / "img0.png"), "--trajectory", "forward", "--model", str(memory_model_dir),

@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from worldstereo.commands import UsageError, positive_float, positive_int
+from worldstereo.commands import UsageError, bounded_float, bounded_int, positive_int
 from worldstereo.commands.parallel_options import add_parallel_options
 
 __all__ = ["register", "run"]
@@ -49,14 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--depth-model", default=None,
                    help="depth model for jobs without a 'depth' file (default: the model's, else "
                         "depth-anything/Depth-Anything-V2-Small-hf)")
-    defaults = p.add_argument_group("defaults for fields the jobs leave out")
-    defaults.add_argument("--frames", type=positive_int, default=None)
-    defaults.add_argument("--height", type=positive_int, default=None)
-    defaults.add_argument("--width", type=positive_int, default=None)
-    defaults.add_argument("--steps", type=positive_int, default=None)
-    defaults.add_argument("--guidance", type=float, default=None)
-    defaults.add_argument("--fov", type=positive_float, default=None)
-    p.add_argument("--fps", type=positive_int, default=16, help="frame rate of the written videos (default 16)")
+    defaults = p.add_argument_group("defaults for fields the jobs leave out (see docs/cli.md)")
+    defaults.add_argument("--frames", type=bounded_int(2, 1024), default=None, help="frames per video")
+    defaults.add_argument("--height", type=bounded_int(16, 4096), default=None, help="height, multiple of 16")
+    defaults.add_argument("--width", type=bounded_int(16, 4096), default=None, help="width, multiple of 16")
+    defaults.add_argument("--steps", type=bounded_int(1, 1000), default=None, help="UniPC steps (default 40)")
+    defaults.add_argument("--guidance", type=bounded_float(0.0, 100.0, low_open=False), default=None,
+                          help="guidance scale (default 5)")
+    defaults.add_argument("--fov", type=bounded_float(0.0, 179.9), default=None,
+                          help="horizontal field of view in degrees when a trajectory has no intrinsics")
+    p.add_argument("--fps", type=bounded_int(1, 240), default=16, help="frame rate of the written videos (default 16)")
     p.add_argument("--force", action="store_true", help="run every job again, including finished ones")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run, output_folder_arg=None)  # OUT grows job by job; each job folder is a transaction
@@ -65,18 +67,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``worldstereo batch``; returns the exit status."""
-    from worldstereo.batch import run_batch
+    from worldstereo.batch import JobsFileError, run_batch
 
     if args.group_size is not None and args.parallel is None and not args.fsdp and args.group_size > 1:
         raise UsageError("--group-size: more than one rank per video needs --parallel MODE or --fsdp")
     defaults = {name: getattr(args, name) for name in ("frames", "height", "width", "steps", "guidance", "fov")
                 if getattr(args, name) is not None}
-    report = run_batch(
-        args.jobs, args.out, args.model, variant=args.variant, device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size, parallel=args.parallel, group_size=args.group_size, fsdp=args.fsdp,
-        memory_tier=args.memory_tier, depth_model=args.depth_model, defaults=defaults, fps=args.fps,
-        force=args.force, progress=not args.no_progress,
-    )
+    try:
+        report = run_batch(
+            args.jobs, args.out, args.model, variant=args.variant, device=args.device, dtype=args.dtype,
+            batch_size=args.batch_size, parallel=args.parallel, group_size=args.group_size, fsdp=args.fsdp,
+            memory_tier=args.memory_tier, depth_model=args.depth_model, defaults=defaults, fps=args.fps,
+            force=args.force, progress=not args.no_progress,
+        )
+    except JobsFileError as exc:
+        if exc.source != "defaults":
+            raise
+        line, name, message = exc.problems[0]  # a default given as an option: name the option
+        raise UsageError(f"--{name}: {message}") from None
     for name, error in report.failed.items():
         logger.error("failed: %s: %s", name, error)
     logger.info("%d done, %d skipped (already finished), %d failed; manifest: %s", len(report.done),
