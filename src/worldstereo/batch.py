@@ -595,8 +595,15 @@ class _Runner:
     def prepare(self, job: BatchJob) -> dict[str, Any]:
         """``generate_video`` keyword arguments of ``job`` (loads its image, depth and trajectory)."""
         from .camera import assign_scale
-        from .commands.generate import REFERENCE_GUIDANCE, REFERENCE_STEPS, CachedDepth, StepProgress, \
-            depth_scale_and_intrinsics
+        from .commands.generate import (
+            _API_GUIDANCE,
+            _API_STEPS,
+            REFERENCE_GUIDANCE,
+            REFERENCE_STEPS,
+            CachedDepth,
+            StepProgress,
+            depth_scale_and_intrinsics,
+        )
         from .commands.render import resolve_trajectory
         from .depth import UserDepth, load_depth
         from .io.image import load_image
@@ -625,9 +632,11 @@ class _Runner:
         trajectory = resolve_trajectory(job.trajectory, num_frames=job.frames, height=height, width=width,
                                         fov_deg=job.fov, image_size=image_size, median_depth=median, predicted_K=K,
                                         preset_args=None if job.trajectory_is_file else job.preset_args)
-        distilled = self.model.is_distilled
-        steps = job.steps if job.steps is not None else (50 if distilled else REFERENCE_STEPS)
-        guidance = job.guidance if job.guidance is not None else (7.5 if distilled else REFERENCE_GUIDANCE)
+        if self.model.is_distilled:  # fixed schedule: the API defaults (no per-job warning; run_batch warns once)
+            steps, guidance = _API_STEPS, _API_GUIDANCE
+        else:
+            steps = job.steps if job.steps is not None else REFERENCE_STEPS
+            guidance = job.guidance if job.guidance is not None else REFERENCE_GUIDANCE
         bar = StepProgress(job.output, disable=not self.show_progress)
         self._prepared[job.output] = _Prepared(job, image, trajectory, height, width, source, started, bar)
         return dict(condition_image=image, camera_trajectory=trajectory, num_frames=len(trajectory), height=height,
@@ -839,6 +848,9 @@ def run_batch(
 
         enable_memory_tier(loaded, memory_tier, device=dev)
     state = parallel_state(loaded)
+    if loaded.is_distilled and any(j.steps is not None or j.guidance is not None for j in job_list):
+        logger.warning("steps / guidance: ignored by the distilled variant %s (fixed %d-step schedule, no guidance)",
+                       loaded.variant, loaded.config.dmd_steps)
     settings = {"model": str(model) if not isinstance(model, nn.Module) else f"<{type(model).__name__}>",
                 "variant": loaded.variant, "dtype": str(loaded.dtype).replace("torch.", ""), "fps": fps,
                 "depth_model": None if depth_model is None else str(depth_model)}
