@@ -700,6 +700,7 @@ class _Runner:
             summary: dict[str, Any] = {
                 "worldstereo_version": __version__, "batch_job": job.as_dict(),
                 "model": self.settings["model"], "variant": self.model.variant, "dtype": self.settings["dtype"],
+                "parallel": state.summary() if (state := parallel_state(self.model)) is not None else None,
                 "image": job.image, "image_size": [int(prepared.image.shape[1]), int(prepared.image.shape[2])],
                 "height": prepared.height, "width": prepared.width, "prompt": job.prompt,
                 "negative_prompt": job.negative_prompt, "depth": prepared.depth_source, "fov": job.fov,

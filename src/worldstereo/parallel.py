@@ -202,6 +202,13 @@ class ParallelState:
         """True on the rank that writes the group's files (group rank 0)."""
         return self.group_rank == 0
 
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable description (for ``summary.json``; ``transformer_calls`` there count the
+        passes of the writing rank: half of them with CFG parallelism)."""
+        return {"mode": self.mode, "world_size": self.world_size, "group_size": self.group_size,
+                "data_parallel_size": self.data_parallel_size, "cfg": self.cfg_degree, "ring": self.ring_degree,
+                "ulysses": self.ulysses_degree, "fsdp": self.fsdp}
+
     @property
     def context_parallel_degree(self) -> int:
         """Ranks splitting the tokens of one pass (``ring · ulysses``)."""

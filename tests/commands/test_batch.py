@@ -134,3 +134,6 @@ def test_torchrun_generate_ulysses_writes_once_and_equals_one_process(tmp_path, 
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (parallel, single))
     for key in ("seed", "steps", "transformer_calls", "ref_index", "num_references", "num_points"):
         assert sa[key] == sb[key], key
+    assert sb["parallel"] is None
+    assert sa["parallel"] == {"mode": "ulysses", "world_size": 2, "group_size": 2, "data_parallel_size": 1, "cfg": 1,
+                              "ring": 1, "ulysses": 2, "fsdp": False}

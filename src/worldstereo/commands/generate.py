@@ -565,7 +565,9 @@ def write_summary(out: Path, summary: dict[str, Any]) -> Path:
 def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str, Any]:
     """The model / input part of ``summary.json``."""
     from worldstereo import __version__
+    from worldstereo.parallel import parallel_state
 
+    state = parallel_state(setup.model)
     return {
         "worldstereo_version": __version__,
         "model": str(args.model),
@@ -573,6 +575,7 @@ def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str
         "device": setup.device,
         "dtype": setup.dtype,
         "memory_tier": setup.memory_tier,
+        "parallel": state.summary() if state is not None else None,
         "image": str(args.image),
         "image_size": [int(setup.image.shape[1]), int(setup.image.shape[2])],
         "height": setup.height,
