@@ -12,6 +12,8 @@ from worldstereo.geometry.lifting import (
     depth_edge_mask,
     get_points3d_and_colors,
     lift_depth,
+    unproject_depth,
+    unproject_points,
 )
 
 
@@ -90,3 +92,22 @@ def test_lift_depth_wrapper() -> None:
     assert len(lift_depth(torch.zeros(4, 4), _K(), torch.eye(4))) == 0
     grey = lift_depth(torch.ones(4, 4), _K(), torch.eye(4), sobel_threshold=None)
     assert torch.all(grey.rgb == 0.5) and len(grey) == 16
+
+
+def test_batched_and_selected_pixels_equal_the_single_frame_lifting() -> None:
+    g = torch.Generator().manual_seed(0)
+    depth = torch.rand(3, 6, 9, generator=g) + 1.0
+    K = torch.stack([_K(), _K() * torch.tensor([[1.1], [1.0], [1.0]]), _K()])
+    w2c = torch.eye(4).repeat(3, 1, 1)
+    w2c[:, :3, 3] = torch.rand(3, 3, generator=g)
+    batched = unproject_depth(depth, K, w2c)
+    assert batched.shape == (3, 54, 3)
+    for i in range(3):
+        assert torch.equal(batched[i], unproject_depth(depth[i], K[i], w2c[i]))
+    pixels = torch.tensor([[0, 10, 53], [5, 6, 7], [20, 20, 1]])
+    picked = unproject_depth(depth, K, w2c, pixels=pixels)
+    assert torch.equal(picked, torch.stack([batched[i, pixels[i]] for i in range(3)]))
+    # unproject_points at the pixel centres is the same lifting
+    r, c = pixels[0] // 9, pixels[0] % 9
+    pts = unproject_points(c + 0.5, r + 0.5, depth[0].reshape(-1)[pixels[0]], K[0], w2c[0])
+    assert torch.equal(pts, picked[0])

@@ -181,7 +181,7 @@ def load_depth_input(spec: str | None, num_frames: int, device: str | None) -> A
 def run(args: argparse.Namespace) -> int:
     """Execute ``worldstereo reconstruct``; returns the exit status."""
     from worldstereo.reconstruction import reconstruct
-    from worldstereo.reconstruction._common import atomic_path
+    from worldstereo.io.atomic import atomic_write
     from worldstereo.reconstruction.export import EXPORT_FORMATS
 
     formats = None
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                       field_iterations=args.field_iterations)
     out = Path(args.out)
     written = rec.save(out, formats=tuple(formats) if formats else None, frames=frames)
-    with atomic_path(out / "metrics.json") as tmp:
+    with atomic_write(out / "metrics.json") as tmp:
         metrics = {k: (v if math.isfinite(v) else None) for k, v in rec.quality_metrics.items()}
         tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     logger.info("reconstruction (%s): %d points; %s", args.method, rec.points.shape[0],

@@ -1,4 +1,5 @@
-"""Geometry: point clouds, depth lifting, point rendering (pinhole and equirectangular), panoramas.
+"""Geometry: point clouds, depth lifting, projection and z-buffering, bilinear sampling, k-nearest
+neighbours, point rendering (pinhole and equirectangular), panoramas.
 
 Conventions: world-to-camera ``w2c`` 4x4 with OpenCV camera axes (x right, y down, z forward),
 pixel intrinsics ``K`` 3x3 (pixel (row r, col c) has its centre at (c + 0.5, r + 0.5)), images
@@ -7,7 +8,8 @@ float in [0,1], hole masks 1 = not covered by the point cloud. Equirectangular i
 increases upwards (see :func:`~worldstereo.geometry.render.equirect_project`).
 """
 
-from .lifting import get_points3d_and_colors, lift_depth
+from .lifting import get_points3d_and_colors, lift_depth, unproject_depth, unproject_points
+from .neighbors import knn_points
 from .panorama import (
     equirect_to_perspective,
     lift_equirect_depth,
@@ -15,17 +17,26 @@ from .panorama import (
     perspective_to_equirect,
 )
 from .pointcloud import PointCloud
+from .projection import ZBuffer, project_points, zbuffer
 from .render import RenderOutput, render_point_cloud, render_point_cloud_equirect
+from .sampling import sample_bilinear
 
 __all__ = [
     "PointCloud",
     "RenderOutput",
+    "ZBuffer",
     "equirect_to_perspective",
     "get_points3d_and_colors",
+    "knn_points",
     "lift_depth",
     "lift_equirect_depth",
     "perspective_from_equirect",
     "perspective_to_equirect",
+    "project_points",
     "render_point_cloud",
     "render_point_cloud_equirect",
+    "sample_bilinear",
+    "unproject_depth",
+    "unproject_points",
+    "zbuffer",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "get_points3d_and_colors_detailed",
     "lift_depth",
     "unproject_depth",
+    "unproject_points",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,26 +118,54 @@ def depth_edge_mask(depth: Tensor, sobel_threshold: float = 0.35) -> Tensor:
     return torch.exp(-10.0 * g) < sobel_threshold
 
 
-def unproject_depth(depth: Tensor, K: Tensor, w2c: Tensor) -> Tensor:
-    """World points of every pixel centre: ``c2w · (K^-1 [c+0.5, r+0.5, 1]^T · depth)``.
+def unproject_points(u: Tensor, v: Tensor, depth: Tensor, K: Tensor, w2c: Tensor) -> Tensor:
+    """World points at image coordinates ``(u, v)`` with z-depth: ``c2w · (K^-1 [u, v, 1]^T · depth)``.
+
+    Image coordinates follow the library convention (the centre of pixel (row r, column c) is
+    ``(c + 0.5, r + 0.5)``); :func:`unproject_depth` is this function at pixel centres.
 
     Args:
-        depth: (H,W) z-depth.
-        K: (3,3) pixel intrinsics.
-        w2c: (4,4) world-to-camera (OpenCV axes).
+        u, v: (N,) image coordinates (column, row direction) shared by every frame, or (F,N).
+        depth: (N,) z-depth, or (F,N) for F frames.
+        K: (3,3) pixel intrinsics ((F,3,3) or (3,3) with F frames).
+        w2c: (4,4) world-to-camera (OpenCV axes) ((F,4,4) or (4,4) with F frames).
     Returns:
-        (H*W, 3) world points in row-major pixel order, dtype of ``depth``.
+        (N,3) world points, or (F,N,3); dtype of ``depth``.
     """
-    h, w = depth.shape
     dtype, dev = depth.dtype, depth.device
+    # operation order as the reference (bit-identical in float32): (K^-1 @ pix) * d, then c2w @ [p; 1]
+    u, v = u.to(dtype), v.to(dtype)
+    pix = torch.stack([u, v, torch.ones_like(u)], dim=-2)  # (...,3,N)
+    cam = (torch.inverse(K.to(device=dev, dtype=dtype)) @ pix) * depth.unsqueeze(-2)
+    cam_h = torch.cat([cam, torch.ones_like(cam[..., :1, :])], dim=-2)  # (...,4,N)
+    c2w = torch.inverse(w2c.to(device=dev, dtype=dtype))
+    return (c2w @ cam_h)[..., :3, :].transpose(-1, -2)
+
+
+def unproject_depth(depth: Tensor, K: Tensor, w2c: Tensor, *, pixels: Tensor | None = None) -> Tensor:
+    """World points of pixel centres: ``c2w · (K^-1 [c+0.5, r+0.5, 1]^T · depth)``.
+
+    Args:
+        depth: (H,W) z-depth, or (F,H,W) for F frames.
+        K: (3,3) pixel intrinsics ((F,3,3) or (3,3) with (F,H,W) depth).
+        w2c: (4,4) world-to-camera (OpenCV axes) ((F,4,4) or (4,4) with (F,H,W) depth).
+        pixels: optional (N,) (or (F,N)) row-major pixel indices ``r * W + c`` to lift instead of
+            every pixel.
+    Returns:
+        (H*W, 3) world points in row-major pixel order (or (N,3) for ``pixels``), or (F,H*W,3) /
+        (F,N,3); dtype of ``depth``.
+    """
+    h, w = depth.shape[-2:]
+    dtype, dev = depth.dtype, depth.device
+    flat = depth.reshape(*depth.shape[:-2], -1)
+    if pixels is not None:
+        pixels = pixels.to(dev)
+        u = torch.remainder(pixels, w).to(dtype) + 0.5
+        v = torch.div(pixels, w, rounding_mode="floor").to(dtype) + 0.5
+        return unproject_points(u, v, torch.gather(flat, -1, pixels.expand(*flat.shape[:-1], -1)), K, w2c)
     ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=dtype) + 0.5,
                             torch.arange(w, device=dev, dtype=dtype) + 0.5, indexing="ij")
-    # operation order as the reference (bit-identical in float32): (K^-1 @ pix) * d, then c2w @ [p; 1]
-    pix = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)], dim=0)  # (3,HW)
-    cam = (torch.inverse(K.to(dtype)) @ pix) * depth.reshape(1, -1)
-    cam_h = torch.cat([cam, torch.ones_like(cam[:1])], dim=0)  # (4,HW)
-    c2w = torch.inverse(w2c.to(dtype))
-    return (c2w @ cam_h)[:3].t()
+    return unproject_points(xs.reshape(-1), ys.reshape(-1), flat, K, w2c)
 
 
 def get_points3d_and_colors_detailed(

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from .pointcloud import PointCloud
+from .projection import NEAR, pack_depth_keys, projection_matrices
 
 __all__ = [
     "RenderOutput",
@@ -64,7 +65,7 @@ __all__ = [
     "render_point_cloud_equirect",
 ]
 
-_NEAR = 1e-4            # minimum z (pinhole) / range (equirect) of a rendered point
+_NEAR = NEAR            # minimum z (pinhole) / range (equirect) of a rendered point
 _MAX_CHUNK_PIXELS = 1 << 19  # frames rendered together: at most this many canvas pixels per chunk (or 1 frame)
 
 
@@ -358,10 +359,7 @@ def _render(points: PointCloud, w2c: Tensor, K: Tensor | None, height: int, widt
     ch, cw = (hp, width) if equirect else (hp + 2, wp + 2)
     chunk = max(1, min(nf, _MAX_CHUNK_PIXELS // (hp * wp), (2**31 - 2) // n))  # point ids fit 32 bits
     # projection matrices, composed in float64: rows give (u z, v z, z) (pinhole) or camera coords
-    P = w2c.to(device=dev, dtype=torch.float64)[:, :3, :]
-    if K is not None:
-        P = K.to(device=dev, dtype=torch.float64).expand(nf, 3, 3) @ P
-    P = P.float()
+    P = projection_matrices(w2c.to(dev), K)
     margin = s * wp + s
     far = 4.0 * (s + 1)  # sub-pixel position of "no point": no offset within the stencil covers it
     n_a = len({dx for _, dx in offs})
@@ -404,10 +402,9 @@ def _render(points: PointCloud, w2c: Tensor, K: Tensor | None, height: int, widt
                 cell = torch.add(col.double(), row.double(), alpha=cw).add_(off + i * ch * cw)
             ws.pix[i].copy_(cell)
             # packed z-buffer key: the bits of a positive float32 depth are order-preserving integers
-            torch.add(ws.ids[i], z.view(torch.int32), alpha=1 << 32, out=ws.key[i])
             valid = torch.gt(z, _NEAR, out=ws.valid).logical_and_(torch.lt(z, _MAX_DEPTH, out=ws.valid2))
             valid.logical_and_(torch.isfinite(u)).logical_and_(torch.isfinite(v))
-            ws.key[i].masked_fill_(valid.logical_not_(), _INT64_MAX)
+            pack_depth_keys(z, ws.ids[i], valid, out=ws.key[i])
         canvas = torch.full((fc * ch * cw,), _INT64_MAX, dtype=torch.int64, device=dev)
         canvas.scatter_reduce_(0, ws.pix[:fc].view(-1), ws.key[:fc].view(-1), reduce="amin")
         canvas = canvas.view(fc, ch, cw)

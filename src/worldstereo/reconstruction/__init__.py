@@ -6,6 +6,12 @@ Entry point: :func:`reconstruct` -> :class:`Reconstruction` (also a read-only ma
 pixels of the frames), frames (T,3,H,W) float in [0,1], depth z-depth in scene units; pixel (row r,
 column c) has its centre at image coordinates ``(c + 0.5, r + 0.5)`` like everywhere in the library
 (and in COLMAP / nerfstudio exports, which therefore store ``K`` unshifted).
+
+Everything runs in float32 PyTorch on the device of the inputs (NumPy inputs are accepted and run on
+the CPU), on top of :mod:`worldstereo.geometry` (lifting, projection, z-buffer, bilinear sampling,
+k-nearest neighbours, the point renderer); frames are streamed in chunks, so memory beyond the
+inputs does not grow with their number. Marching cubes and the file exports run on the CPU
+(scikit-image, trimesh).
 """
 
 from .api import METHODS, Reconstruction, reconstruct

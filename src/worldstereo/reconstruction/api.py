@@ -4,11 +4,15 @@ Conventions: cameras w2c OpenCV 4x4 with K in pixels; depth is z-depth; pixel (r
 centre at image coordinates ``(c + 0.5, r + 0.5)`` (the library convention: a point projecting to
 ``(u, v)`` lies in pixel (``floor(v)``, ``floor(u)``)); depth maps of another size are resampled to
 the frames with pixel-centre nearest-neighbour sampling.
+
+Everything runs in float32 PyTorch on the device of ``frames`` (CPU for NumPy input): inputs are
+converted once here, results stay on that device (marching cubes and the mesh are CPU).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as _dc_field
@@ -16,10 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from ._common import CameraArrays, as_numpy, camera_arrays, zbuffer_splat
+from worldstereo.geometry.pointcloud import PointCloud
+from worldstereo.geometry.render import render_point_cloud
+
+from ._common import CameraArrays, camera_arrays, frames_per_chunk, to_tensor
 from .fusion import estimate_normals, fuse_depth_maps
-from .metrics import masked_psnr, masked_ssim, reprojection_psnr
+from .metrics import METRIC_CHUNK_PIXELS, masked_psnr, psnr_batch, reprojection_psnr, ssim_batch
 
 __all__ = ["METHODS", "Reconstruction", "reconstruct"]
 
@@ -34,7 +42,8 @@ class Reconstruction(Mapping[str, Any]):
     ``reconstruct_3d`` documents a dict.
 
     Attributes:
-        points: (N,3) float32 world coordinates (same frame as the cameras' w2c).
+        points: (N,3) float32 world coordinates (same frame as the cameras' w2c), on the device of the
+            frames (likewise ``colors``, ``normals``, ``depths``).
         colors: (N,3) float32 in [0,1].
         normals: (N,3) float32 unit normals oriented toward the observing cameras (or None).
         cameras: the input trajectory (CameraTrajectory).
@@ -42,7 +51,7 @@ class Reconstruction(Mapping[str, Any]):
         mesh: ``trimesh.Trimesh`` for "mesh", else None.
         field: :class:`~worldstereo.reconstruction.neural_field.GaussianField` for "neural_field", else None.
         depths: (T,H,W) float32 aligned depth maps used for fusion.
-        depth_scales: (T,) float per-frame scale applied to the input depth.
+        depth_scales: (T,) float64 per-frame scale applied to the input depth (CPU).
         quality_metrics: dict of floats (``num_points``, ``reprojection_psnr``, ...).
     """
 
@@ -123,82 +132,90 @@ def _check_options(*, method: Any, mesh_method: Any, voxel_size: Any, mesh_voxel
             raise TypeError(f"{name} must be a bool; got {value!r}")
 
 
-def _check_frames(frames: Any) -> np.ndarray:
+def _check_frames(frames: Any) -> Tensor:
     if isinstance(frames, (list, tuple)):
         frames = torch.stack([torch.as_tensor(f) for f in frames])
-    if not isinstance(frames, (torch.Tensor, np.ndarray)):
+    if not isinstance(frames, (Tensor, np.ndarray)):
         raise TypeError(f"frames must be a (T,3,H,W) tensor/array in [0,1]; got {type(frames).__name__}")
-    f = as_numpy(frames)
-    if f.ndim != 4 or f.shape[1] != 3:
+    f = to_tensor(frames)
+    if f.dim() != 4 or f.shape[1] != 3:
         raise ValueError(f"frames must have shape (T,3,H,W); got {tuple(f.shape)}")
     if f.shape[0] < 1 or f.shape[2] < 2 or f.shape[3] < 2:
         raise ValueError(f"frames must contain at least one frame of at least 2x2 pixels; got {tuple(f.shape)}")
-    if not np.all(np.isfinite(f)):
+    lo_t, hi_t = torch.aminmax(f)  # NaN propagates into the extremes
+    lo, hi = float(lo_t), float(hi_t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("frames contain non-finite values")
-    if f.min() < -1e-3 or f.max() > 1 + 1e-3:
-        raise ValueError(f"frames must be float in [0,1]; got range [{f.min():.3g}, {f.max():.3g}]")
-    return np.clip(f, 0.0, 1.0)
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"frames must be float in [0,1]; got range [{lo:.3g}, {hi:.3g}]")
+    return f if 0.0 <= lo and hi <= 1.0 else f.clamp(0.0, 1.0)
 
 
-def _resolve_depth(depth: Any, frames: np.ndarray, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Depth maps (T,H,W) + valid masks from an array or a DepthEstimator (resized to the frames)."""
+def _resolve_depth(depth: Any, frames: Tensor, progress: bool) -> tuple[Tensor, Tensor]:
+    """Depth maps (T,H,W) float32 + valid masks (on the frames' device) from an array or a
+    DepthEstimator (resized to the frames)."""
     T, _, H, W = frames.shape
+    dev = frames.device
     if depth is None:
         raise ValueError("depth is required: pass (T,H,W) depth maps or a DepthEstimator "
                          "(e.g. from worldstereo.depth)")
-    if isinstance(depth, (torch.Tensor, np.ndarray, list, tuple)):
-        d = as_numpy(torch.stack([torch.as_tensor(x) for x in depth]) if isinstance(depth, (list, tuple)) else depth)
-        if d.ndim == 4 and d.shape[1] == 1:
+    if isinstance(depth, (Tensor, np.ndarray, list, tuple)):
+        d = to_tensor(torch.stack([torch.as_tensor(x) for x in depth]) if isinstance(depth, (list, tuple)) else depth,
+                      device=dev)
+        if d.dim() == 4 and d.shape[1] == 1:
             d = d[:, 0]
-        if d.ndim != 3 or d.shape[0] != T:
+        if d.dim() != 3 or d.shape[0] != T:
             raise ValueError(f"depth must have shape (T,H,W) with T={T}; got {tuple(d.shape)}")
-        valid = np.isfinite(d) & (d > 0)
+        valid = torch.isfinite(d) & (d > 0)
     elif callable(depth):
         from tqdm.auto import tqdm
 
         ds, vs = [], []
         for t in tqdm(range(T), desc="depth", disable=not progress):
-            pred = depth(torch.from_numpy(frames[t]).float())
+            pred = depth(frames[t])
             if not hasattr(pred, "depth"):
                 raise TypeError("depth estimator must return a DepthPrediction (with .depth and .valid_mask)")
-            ds.append(as_numpy(pred.depth))
-            vs.append(as_numpy(getattr(pred, "valid_mask", pred.depth > 0), bool))
-        d, valid = np.stack(ds), np.stack(vs)
+            ds.append(to_tensor(pred.depth, device=dev))
+            vs.append(to_tensor(getattr(pred, "valid_mask", pred.depth > 0), dtype=torch.bool, device=dev))
+        d, valid = torch.stack(ds), torch.stack(vs)
     else:
         raise TypeError(f"depth must be a (T,H,W) tensor/array or a DepthEstimator; got {type(depth).__name__}")
     if d.shape[1:] != (H, W):
-        t_d = torch.from_numpy(np.where(valid, d, 0.0))[:, None].float()
-        t_v = torch.from_numpy(valid.astype(np.float32))[:, None]
-        d = torch.nn.functional.interpolate(t_d, size=(H, W), mode="nearest-exact")[:, 0].double().numpy()
-        valid = torch.nn.functional.interpolate(t_v, size=(H, W), mode="nearest-exact")[:, 0].numpy() > 0.5
-    return np.where(valid, d, 0.0), valid & (d > 0)
+        t_d = torch.where(valid, d, torch.zeros_like(d))[:, None]
+        t_v = valid.float()[:, None]
+        d = torch.nn.functional.interpolate(t_d, size=(H, W), mode="nearest-exact")[:, 0]
+        valid = torch.nn.functional.interpolate(t_v, size=(H, W), mode="nearest-exact")[:, 0] > 0.5
+    valid = valid & torch.isfinite(d) & (d > 0)
+    return torch.where(valid, d, torch.zeros_like(d)), valid
 
 
-def _splat_psnr(xyz: np.ndarray, rgb: np.ndarray, frames: np.ndarray, cams: CameraArrays,
-                depths: np.ndarray, rel_tol: float = 0.03) -> tuple[float, float]:
+def _splat_psnr(xyz: Tensor, rgb: Tensor, frames: Tensor, cams: CameraArrays, depths: Tensor,
+                rel_tol: float = 0.03) -> tuple[float, float]:
     """Mean masked PSNR/SSIM of 1-pixel z-buffer renders of coloured points against the frames.
 
-    Only pixels whose front-most point lies on the frame's (aligned) depth surface (within
-    ``rel_tol``) are compared, so that points seen through gaps between splats do not count.
+    The points are rendered with the library renderer as a plain z-buffer
+    (``render_point_cloud(..., point_radius=0)``: each point lands in the pixel that contains its
+    projection). Only pixels whose front-most point lies on the frame's (aligned) depth surface
+    (within ``rel_tol``) are compared, so that points seen through gaps between splats do not count.
     """
     T, _, H, W = frames.shape
-    ps, ss = [], []
-    for t in range(T):
-        zbuf, owner = zbuffer_splat(xyz, cams.K[t], cams.w2c[t], H, W)
-        m = (owner >= 0) & (depths[t] > 0) & (np.abs(zbuf - depths[t]) <= rel_tol * depths[t])
-        if m.sum() < 16:
+    cloud = PointCloud(xyz.float(), rgb.float().clamp(0.0, 1.0))
+    ps: list[float] = []
+    ss: list[float] = []
+    step = frames_per_chunk(H, W, METRIC_CHUNK_PIXELS)
+    for f0 in range(0, T, step):
+        out = render_point_cloud(cloud, cams.w2c[f0:f0 + step], cams.K[f0:f0 + step], H, W, point_radius=0.0)
+        d = depths[f0:f0 + step]
+        zbuf = out.depth[:, 0]
+        m = (out.hole_mask[:, 0] == 0) & (d > 0) & ((zbuf - d).abs() <= rel_tol * d)
+        enough = m.sum((1, 2)) >= 16
+        if not bool(enough.any()):
             continue
-        img = np.zeros((3, H, W))
-        img[:, m] = rgb[owner[m]].T
-        p = masked_psnr(img, frames[t], m)
-        if np.isfinite(p):
-            ps.append(p)
-        ss.append(masked_ssim(img, frames[t], m))
-    return (float(np.mean(ps)) if ps else float("nan")), (float(np.mean(ss)) if ss else float("nan"))
-
-
-def _to_tensor(a: Any) -> torch.Tensor | None:
-    return None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float32)
+        # the compared render holds the front-most points on the depth surface only (black elsewhere)
+        img, ref, m = out.image[enough] * m[enough, None], frames[f0:f0 + step][enough], m[enough]
+        ps += [p for p in psnr_batch(img, ref, m).tolist() if math.isfinite(p)]
+        ss += ssim_batch(img, ref, m).tolist()
+    return (sum(ps) / len(ps) if ps else float("nan")), (sum(ss) / len(ss) if ss else float("nan"))
 
 
 def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth: Any = None, *,
@@ -210,7 +227,8 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
     """Reconstruct a 3D scene from posed frames.
 
     Args:
-        frames: (T,3,H,W) float in [0,1] (tensor or array).
+        frames: (T,3,H,W) float in [0,1] (tensor on any device, or array); the reconstruction runs
+            on this device.
         trajectory: ``CameraTrajectory`` of T cameras (w2c OpenCV, K for its height x width; K is
             rescaled to the frame size when they differ).
         method: "point_cloud" (fused coloured points), "mesh" (TSDF + marching cubes, or Open3D
@@ -246,19 +264,21 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
                    progress=progress)
     F = _check_frames(frames)
     T, _, H, W = F.shape
-    cams = camera_arrays(trajectory, num_frames=T, height=H, width=W, name="trajectory")
+    dev = F.device
+    cams = camera_arrays(trajectory, num_frames=T, height=H, width=W, name="trajectory", device=dev)
     ref_xyz = None
     if reference_points is not None:
-        ref_xyz = as_numpy(reference_points.xyz if hasattr(reference_points, "xyz") else reference_points)
-        if ref_xyz.ndim != 2 or ref_xyz.shape[1] != 3 or ref_xyz.shape[0] == 0:
-            raise ValueError(f"reference_points must be a PointCloud or non-empty (M,3); got shape {ref_xyz.shape}")
-        if not np.isfinite(ref_xyz).all():
+        ref_xyz = to_tensor(reference_points.xyz if hasattr(reference_points, "xyz") else reference_points, device=dev)
+        if ref_xyz.dim() != 2 or ref_xyz.shape[1] != 3 or ref_xyz.shape[0] == 0:
+            raise ValueError(f"reference_points must be a PointCloud or non-empty (M,3); got shape "
+                             f"{tuple(ref_xyz.shape)}")
+        if not bool(torch.isfinite(ref_xyz).all()):
             raise ValueError("reference_points contain NaN or infinite coordinates")
     D, valid = _resolve_depth(depth, F, progress)
 
     fused = fuse_depth_maps(F, D, cams, valid, align=align_depth, anchor=scale_anchor, reference_xyz=ref_xyz,
                             voxel_size=voxel_size, outlier_std_ratio=outlier_std_ratio)
-    D_al = D * fused.scales[:, None, None]
+    D_al = D * fused.scales.to(device=dev, dtype=torch.float32)[:, None, None]
     xyz, rgb, normals = fused.xyz, fused.rgb, fused.normals
     mesh = field_obj = None
     metrics: dict[str, float] = {}
@@ -270,11 +290,11 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
         else:
             from .mesh import mesh_from_tsdf, tsdf_fusion
 
-            fv = voxel_size if voxel_size is not None else float(
-                np.linalg.norm(xyz.max(0) - xyz.min(0)) * 0.0025)
+            lo, hi = xyz.min(0).values, xyz.max(0).values
+            fv = voxel_size if voxel_size is not None else float(torch.linalg.vector_norm(hi - lo)) * 0.0025
             mv = mesh_voxel_size if mesh_voxel_size is not None else 2.0 * fv
             margin = 4 * mv
-            vol = tsdf_fusion(F, D_al, cams, voxel_size=mv, bounds=(xyz.min(0) - margin, xyz.max(0) + margin),
+            vol = tsdf_fusion(F, D_al, cams, voxel_size=mv, bounds=(lo.double() - margin, hi.double() + margin),
                               surface_points=xyz)
             mesh = mesh_from_tsdf(vol)
         metrics["num_vertices"] = float(len(mesh.vertices))
@@ -282,32 +302,33 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
     elif method == "neural_field":
         from .neural_field import GaussianField
 
-        field_obj = GaussianField.from_points(xyz, rgb, **(field_kwargs or {}).get("init", {}))
+        field_obj = GaussianField.from_points(xyz, rgb, **{"device": dev, **(field_kwargs or {}).get("init", {})})
         train_kw = {k: v for k, v in (field_kwargs or {}).items() if k != "init"}
-        field_obj.fit(torch.from_numpy(F).float(), cams, iterations=field_iterations, progress=progress, **train_kw)
+        field_obj.fit(F, cams, iterations=field_iterations, progress=progress, **train_kw)
         xyz, rgb = field_obj.points()
         # PCA normals of the Gaussian centres, oriented toward the nearest camera
-        centers = cams.centers
-        nearest = centers[np.argmin(((xyz[:, None] - centers[None]) ** 2).sum(-1), axis=1)] if len(xyz) else xyz
+        centers = cams.centers.to(xyz)
+        nearest = centers[torch.cdist(xyz, centers).argmin(dim=1)] if len(xyz) else xyz
         normals = estimate_normals(xyz, toward=nearest - xyz)
     if compute_metrics:
         metrics["num_points"] = float(xyz.shape[0])
         if method == "neural_field":
-            ps = [masked_psnr(as_numpy(field_obj.render(cams, t)), F[t]) for t in range(T)]
-            metrics["reprojection_psnr"] = float(np.mean(ps))
+            ps = [masked_psnr(field_obj.render(cams, t), F[t]) for t in range(T)]
+            metrics["reprojection_psnr"] = sum(ps) / len(ps)
         else:
             if method == "mesh":
-                vx = np.asarray(mesh.vertices, dtype=np.float64)
-                vc = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+                vx = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=dev)
+                vc = torch.as_tensor(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0, dtype=torch.float32,
+                                     device=dev)
                 p, s = _splat_psnr(vx, vc, F, cams, D_al)
             else:
                 p, s = _splat_psnr(xyz, rgb, F, cams, D_al)
             metrics["reprojection_psnr"] = p
             metrics["reprojection_ssim"] = s
         if T > 1:
-            cons = reprojection_psnr(F, D_al, cams)
+            cons = reprojection_psnr(F, D_al, cams, ssim=False)
             metrics["frame_consistency_psnr"] = cons["reprojection_psnr"]
             metrics["frame_consistency_valid_fraction"] = cons["reprojection_valid_fraction"]
-    return Reconstruction(points=_to_tensor(xyz), colors=_to_tensor(rgb), normals=_to_tensor(normals),
-                          cameras=trajectory, method=method, mesh=mesh, field=field_obj, depths=_to_tensor(D_al),
-                          depth_scales=torch.as_tensor(fused.scales, dtype=torch.float64), quality_metrics=metrics)
+    return Reconstruction(points=xyz.float(), colors=rgb.float(), normals=None if normals is None else normals.float(),
+                          cameras=trajectory, method=method, mesh=mesh, field=field_obj, depths=D_al,
+                          depth_scales=fused.scales.to(torch.float64), quality_metrics=metrics)

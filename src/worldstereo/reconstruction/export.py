@@ -33,17 +33,19 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from worldstereo.io import limits
+from worldstereo.io.atomic import atomic_write
 from worldstereo.io.errors import InputFileError, reading
 from worldstereo.io.files import finite_matrix, finite_number, read_json_file, read_text_file
 from worldstereo.io.paths import safe_child, unique_names
 
-from ._common import CameraArrays, as_numpy, atomic_path, camera_arrays
+from ._common import CameraArrays, camera_arrays, to_numpy
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -67,25 +69,27 @@ _FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def _write_png(path: Path, image: Any) -> None:
     from PIL import Image
 
-    arr = as_numpy(image)
+    arr = to_numpy(image)
     if arr.ndim != 3 or arr.shape[0] != 3:
         raise ValueError(f"frame must be (3,H,W) in [0,1]; got shape {arr.shape}")
     u8 = np.clip(arr.transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
-    with atomic_path(path) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
         Image.fromarray(u8).save(tmp, format="PNG")
 
 
 def _check_frames_for(frames: Any, cams: CameraArrays) -> np.ndarray | None:
     if frames is None:
         return None
-    f = as_numpy(frames)
+    f = to_numpy(frames)
     if f.ndim != 4 or f.shape[0] != len(cams) or f.shape[1] != 3:
         raise ValueError(f"frames must be (T,3,H,W) with T={len(cams)}; got shape {f.shape}")
     return f
@@ -97,8 +101,8 @@ def write_points_ply(path: str | os.PathLike[str], xyz: Any, rgb: Any = None, no
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    write_ply(p, as_numpy(xyz, np.float32), None if rgb is None else as_numpy(rgb, np.float32),
-              None if normals is None else as_numpy(normals, np.float32))
+    write_ply(p, to_numpy(xyz, np.float32), None if rgb is None else to_numpy(rgb, np.float32),
+              None if normals is None else to_numpy(normals, np.float32))
     return p
 
 
@@ -115,19 +119,19 @@ def write_gaussians_ply(path: str | os.PathLike[str], means: Any, rgb: Any, opac
     """
     from worldstereo.io.ply import write_ply
 
-    mu = as_numpy(means, np.float32)
+    mu = to_numpy(means, np.float32)
     n = mu.shape[0]
-    col = as_numpy(rgb, np.float32).reshape(n, 3)
-    op = np.clip(as_numpy(opacity).reshape(n), 1e-6, 1 - 1e-6)
-    sc = as_numpy(scales).reshape(n, -1)
+    col = to_numpy(rgb, np.float32).reshape(n, 3)
+    op = np.clip(to_numpy(opacity).reshape(n), 1e-6, 1 - 1e-6)
+    sc = to_numpy(scales).reshape(n, -1)
     if sc.shape[1] == 1:
         sc = np.repeat(sc, 3, axis=1)
     if sc.shape[1] != 3 or np.any(sc <= 0):
         raise ValueError("scales must be positive (N,) or (N,3)")
-    rot = np.tile([1.0, 0, 0, 0], (n, 1)) if rotations is None else as_numpy(rotations).reshape(n, 4)
+    rot = np.tile([1.0, 0, 0, 0], (n, 1)) if rotations is None else to_numpy(rotations).reshape(n, 4)
     rot = rot / np.linalg.norm(rot, axis=1, keepdims=True)
     n_rest = 3 * ((sh_degree + 1) ** 2 - 1)
-    rest = np.zeros((n, n_rest), np.float32) if sh_rest is None else as_numpy(sh_rest, np.float32).reshape(n, n_rest)
+    rest = np.zeros((n, n_rest), np.float32) if sh_rest is None else to_numpy(sh_rest, np.float32).reshape(n, n_rest)
     extra: dict[str, np.ndarray] = {}
     for k in range(3):
         extra[f"f_dc_{k}"] = ((col[:, k] - 0.5) / GAUSSIAN_SH_C0).astype(np.float32)
@@ -150,7 +154,8 @@ def write_mesh(path: str | os.PathLike[str], mesh: Any) -> Path:
     fmt = p.suffix.lower().lstrip(".")
     if fmt not in ("glb", "obj", "ply"):
         raise ValueError(f"mesh path must end in .glb, .obj or .ply; got {p.name!r}")
-    with atomic_path(p) as tmp:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(p) as tmp:
         mesh.export(tmp, file_type=fmt)
     return p
 
@@ -165,15 +170,32 @@ def _frame_names(n: int, names: Sequence[str] | None, what: str = "names") -> li
 
 
 
+@dataclass(frozen=True)
+class _ExportCameras:
+    """Float64 NumPy cameras for the file writers (w2c (N,4,4), c2w (N,4,4), K (N,3,3), image size)."""
+
+    w2c: np.ndarray
+    c2w: np.ndarray
+    K: np.ndarray
+    height: int
+    width: int
+
+    def __len__(self) -> int:
+        return int(self.w2c.shape[0])
+
+
 def _export_inputs(cameras: Any, frames: Any, names: Sequence[str] | None,
-                   what: str = "names") -> tuple[Any, Any, list[str]]:
+                   what: str = "names") -> tuple[_ExportCameras, Any, list[str]]:
     """Cameras of an export (rescaled to the frames when frames are given), the checked frames
     (or None) and one safe file name per camera."""
-    cams = camera_arrays(cameras, name="cameras")
+    cams = camera_arrays(cameras, name="cameras", device="cpu")
     f = _check_frames_for(frames, cams)
     if f is not None:
         cams = cams.resized(f.shape[2], f.shape[3])
-    return cams, f, _frame_names(len(cams), names, what)
+    w2c, K = cams.numpy()
+    out = _ExportCameras(w2c, np.linalg.inv(w2c), K, cams.height, cams.width)
+    return out, f, _frame_names(len(cams), names, what)
+
 
 def write_transforms_json(out_dir: str | os.PathLike[str], cameras: Any, frames: Any = None, *,
                           names: Sequence[str] | None = None, ply_file_path: str | None = None) -> Path:
@@ -293,8 +315,8 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
     pts_lines = ["# 3D point list with one line of data per point:",
                  "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
     if points is not None:
-        P = as_numpy(points)
-        C = np.full_like(P, 0.5) if colors is None else as_numpy(colors)
+        P = to_numpy(points)
+        C = np.full_like(P, 0.5) if colors is None else to_numpy(colors)
         C8 = np.clip(C * 255 + 0.5, 0, 255).astype(int)
         pts_lines += [f"{k + 1} {p[0]!r} {p[1]!r} {p[2]!r} {c[0]} {c[1]} {c[2]} 0" for k, (p, c) in
                       enumerate(zip(P.tolist(), C8.tolist()))]

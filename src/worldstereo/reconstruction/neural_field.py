@@ -4,7 +4,7 @@ Model: N isotropic 3D Gaussians (centre, log standard deviation, colour logits, 
 initialised from a fused point cloud and optimised photometrically on posed frames.
 
 Rasteriser (exact front-to-back alpha compositing, no tiles): every Gaussian is projected with the
-pinhole camera (w2c OpenCV, K pixels) and splatted over a (2R+1)^2 pixel footprint around its
+pinhole camera (w2c OpenCV, K pixels; :func:`worldstereo.geometry.projection.project_points`) and splatted over a (2R+1)^2 pixel footprint around its
 projected centre (pixel (row r, column c) is evaluated at its centre ``(c + 0.5, r + 0.5)``, the
 library convention; the footprint is centred on the pixel that contains the projection), with
 pixel-space standard deviation ``f * sigma / z`` (clamped to [0.3, R/2] px) and alpha
@@ -23,11 +23,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import CameraArrays, as_numpy, camera_arrays
+from worldstereo.geometry.neighbors import knn_points
+from worldstereo.geometry.projection import project_points
+
+from ._common import CameraArrays, camera_arrays, median, to_tensor
 
 __all__ = ["GaussianField", "rasterize_gaussians"]
 
@@ -55,21 +57,13 @@ def rasterize_gaussians(means: Tensor, sigmas: Tensor, colors: Tensor, opacities
     w2c = w2c.to(dev, dt)
     K = K.to(dev, dt)
     with torch.no_grad():  # frustum culling before the footprint expansion
-        cz = means @ w2c[2, :3] + w2c[2, 3]
-        cx = means @ w2c[0, :3] + w2c[0, 3]
-        cy = means @ w2c[1, :3] + w2c[1, 3]
-        zc = cz.clamp_min(near)
-        uu = K[0, 0] * cx / zc + K[0, 1] * cy / zc + K[0, 2]
-        vv = K[1, 1] * cy / zc + K[1, 2]
+        uu, vv, cz = (x[0] for x in project_points(means, w2c, K, near=near))
         vis = (cz > near) & (uu > -radius - 1) & (uu < width + radius) & (vv > -radius - 1) & (vv < height + radius)
     idx = vis.nonzero().squeeze(1)
-    cam = means[idx] @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    order = torch.argsort(z.detach())
+    u, v, zv = (x[0] for x in project_points(means[idx], w2c, K, near=near))
+    order = torch.argsort(zv.detach())
     idx = idx[order]  # front to back
-    cam, zv = cam[order], z[order]
-    u = K[0, 0] * cam[:, 0] / zv + K[0, 1] * cam[:, 1] / zv + K[0, 2]
-    v = K[1, 1] * cam[:, 1] / zv + K[1, 2]
+    u, v, zv = u[order], v[order], zv[order]
     f = 0.5 * (K[0, 0] + K[1, 1])
     s_px = (f * sigmas[idx] / zv).clamp(0.3, radius / 2.0)
     off = torch.arange(-radius, radius + 1, device=dev, dtype=dt)
@@ -152,27 +146,23 @@ class GaussianField:
         distance to the ``k`` nearest neighbours, opacity ``opacity``. Clouds larger than
         ``max_points`` are first voxel-down-sampled (voxel grown by 1.2x until they fit), which keeps
         the surfaces covered (unlike random sub-sampling)."""
-        from scipy.spatial import cKDTree
-
         from .fusion import voxel_down_sample
 
-        P = as_numpy(xyz)
-        C = as_numpy(rgb)
-        if P.ndim != 2 or P.shape[1] != 3 or P.shape[0] < 2 or C.shape != P.shape:
-            raise ValueError(f"xyz and rgb must be (N,3) with N >= 2; got {P.shape} and {C.shape}")
+        P = to_tensor(xyz)
+        C = to_tensor(rgb, device=P.device)
+        if P.dim() != 2 or P.shape[1] != 3 or P.shape[0] < 2 or C.shape != P.shape:
+            raise ValueError(f"xyz and rgb must be (N,3) with N >= 2; got {tuple(P.shape)} and {tuple(C.shape)}")
         if max_points is not None and P.shape[0] > max_points:
-            d1, _ = cKDTree(P).query(P, k=2)
-            vox = float(np.median(d1[:, 1])) * 1.2
+            d1, _ = knn_points(P, P, 2)
+            vox = float(median(d1[:, 1])) * 1.2
             P0, C0 = P, C
             while P.shape[0] > max_points:
                 P, C = voxel_down_sample(P0, vox, C0)
                 vox *= 1.2
         kk = min(k, P.shape[0] - 1)
-        d, _ = cKDTree(P).query(P, k=kk + 1)
-        sig = np.maximum(d[:, 1:].mean(1) * sigma_scale, 1e-6)
-        return cls(torch.from_numpy(P).float(), torch.from_numpy(sig).float(),
-                   torch.from_numpy(np.clip(C, 0, 1)).float(),
-                   torch.full((P.shape[0],), float(opacity)), **kw)
+        d, _ = knn_points(P, P, kk + 1)
+        sig = (d[:, 1:].mean(1) * sigma_scale).clamp_min(1e-6)
+        return cls(P, sig, C.clamp(0, 1), torch.full((P.shape[0],), float(opacity)), **kw)
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
@@ -186,8 +176,7 @@ class GaussianField:
         cams = camera if isinstance(camera, CameraArrays) else camera_arrays(camera, name="camera")
         if not -len(cams) <= index < len(cams):
             raise IndexError(f"index {index} out of range for {len(cams)} cameras")
-        return (torch.from_numpy(cams.w2c[index]).float(), torch.from_numpy(cams.K[index]).float(), cams.height,
-                cams.width)
+        return cams.w2c[index], cams.K[index], cams.height, cams.width
 
     def _render(self, w2c: Tensor, K: Tensor, H: int, W: int, return_depth: bool = False) -> Any:
         return rasterize_gaussians(self.means, torch.exp(self.log_sigmas), torch.sigmoid(self.color_logits),
@@ -242,7 +231,7 @@ class GaussianField:
             {"params": [self.log_sigmas], "lr": lr_sigma},
         ])
         gen = torch.Generator().manual_seed(seed)
-        mats = [(torch.from_numpy(cams.w2c[t]).float(), torch.from_numpy(cams.K[t]).float()) for t in range(T)]
+        mats = [(cams.w2c[t], cams.K[t]) for t in range(T)]
         losses: list[float] = []
         bar = tqdm(range(iterations), desc="neural field", disable=not progress)
         for it in bar:
@@ -258,12 +247,12 @@ class GaussianField:
         return losses
 
     # ------------------------------------------------------------------ export
-    def points(self) -> tuple[np.ndarray, np.ndarray]:
-        """(centres (N,3) float64, colours (N,3) in [0,1]) of the Gaussians (opacity > 0.05)."""
+    def points(self) -> tuple[Tensor, Tensor]:
+        """(centres (N,3), colours (N,3) in [0,1]) of the Gaussians with opacity > 0.05 (float32,
+        detached, on the field's device)."""
         with torch.no_grad():
             keep = torch.sigmoid(self.opacity_logits) > 0.05
-            return (self.means[keep].double().cpu().numpy(),
-                    torch.sigmoid(self.color_logits[keep]).double().cpu().numpy())
+            return self.means[keep].detach().clone(), torch.sigmoid(self.color_logits[keep])
 
     def save_ply(self, path: str | os.PathLike[str]) -> Path:
         """Write the Gaussians in the standard 3DGS PLY layout (isotropic: scale_0..2 equal)."""
@@ -278,18 +267,17 @@ class GaussianField:
         marching cubes on it. Returns a ``trimesh.Trimesh``."""
         from .mesh import mesh_from_tsdf, tsdf_fusion
 
-        cams = camera_arrays(cameras, name="cameras")
+        cams = camera_arrays(cameras, name="cameras", device=self.device)
         imgs, deps = [], []
         for t in range(len(cams)):
             img, dep, acc = self.render(cams, t, return_depth=True)
-            imgs.append(img.numpy())
-            deps.append(np.where(acc.numpy() >= min_alpha, dep.numpy(), 0.0))
+            imgs.append(img)
+            deps.append(torch.where(acc >= min_alpha, dep, torch.zeros_like(dep)))
         xyz, _ = self.points()
+        lo, hi = xyz.min(0).values.double(), xyz.max(0).values.double()
         if voxel_size is None:
-            voxel_size = float(np.linalg.norm(xyz.max(0) - xyz.min(0))) / 200
+            voxel_size = float(torch.linalg.vector_norm(hi - lo)) / 200
         margin = 4 * voxel_size
-        vol = tsdf_fusion(np.stack(imgs), np.stack(deps), cams, voxel_size=voxel_size,
-                          bounds=(xyz.min(0) - margin, xyz.max(0) + margin), surface_points=xyz)
+        vol = tsdf_fusion(torch.stack(imgs), torch.stack(deps), cams, voxel_size=voxel_size,
+                          bounds=(lo - margin, hi + margin), surface_points=xyz)
         return mesh_from_tsdf(vol)
-
-

@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from ._common import as_numpy, atomic_path, camera_arrays
+from worldstereo.geometry.lifting import unproject_points
+from worldstereo.io.atomic import atomic_write
+
+from ._common import camera_arrays, to_numpy
 
 __all__ = ["viewer_html", "write_viewer"]
 
@@ -91,8 +95,8 @@ def viewer_html(points: Any, colors: Any, cameras: Any = None, *, title: str = "
             corners at 8 % of the scene radius).
         max_points: random sub-sample size embedded in the page.
     """
-    P = as_numpy(points, np.float32)
-    C = as_numpy(colors)
+    P = to_numpy(points, np.float32)
+    C = to_numpy(colors)
     if P.ndim != 2 or P.shape[1] != 3 or P.shape[0] == 0 or C.shape != P.shape:
         raise ValueError(f"points and colors must be non-empty (N,3) arrays of equal shape; got {P.shape}, {C.shape}")
     if P.shape[0] > max_points:
@@ -100,19 +104,15 @@ def viewer_html(points: Any, colors: Any, cameras: Any = None, *, title: str = "
         C = C[sel]
     center = np.median(P, axis=0)
     radius = float(np.percentile(np.linalg.norm(P - center, axis=1), 90)) or 1.0
-    frusta = []
+    frusta: list = []
     if cameras is not None:
-        cams = camera_arrays(cameras, name="cameras")
-        c2w = cams.c2w
-        s = 0.08 * radius
-        for i in range(len(cams)):
-            K = cams.K[i]
-            corners = [[0, 0], [cams.width, 0], [cams.width, cams.height], [0, cams.height]]
-            pts = [c2w[i, :3, 3]]
-            for u, v in corners:
-                d = np.array([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], 1.0]) * s
-                pts.append(c2w[i, :3, :3] @ d + c2w[i, :3, 3])
-            frusta.append(np.asarray(pts).round(5).tolist())
+        cams = camera_arrays(cameras, name="cameras", device="cpu")
+        # apex = camera centre, then the 4 image corners lifted to z-depth 8 % of the scene radius
+        u = torch.tensor([0.0, cams.width, cams.width, 0.0], dtype=torch.float64)
+        v = torch.tensor([0.0, 0.0, cams.height, cams.height], dtype=torch.float64)
+        corners = unproject_points(u, v, torch.full((len(cams), 4), 0.08 * radius, dtype=torch.float64), cams.K,
+                                   cams.w2c)
+        frusta = torch.cat([cams.centers[:, None], corners], dim=1).numpy().round(5).tolist()
     data = {"xyz": base64.b64encode(np.ascontiguousarray(P, dtype="<f4").tobytes()).decode("ascii"),
             "rgb": base64.b64encode(np.clip(C * 255 + 0.5, 0, 255).astype(np.uint8).tobytes()).decode("ascii"),
             "center": center.astype(float).round(6).tolist(), "radius": radius,
@@ -131,6 +131,7 @@ def write_viewer(path: str | os.PathLike[str], rec: Any, *, max_points: int = 60
     html = viewer_html(pts, cols, getattr(rec, "cameras", None), max_points=max_points,
                        title=f"worldstereo {getattr(rec, 'method', 'reconstruction')}")
     p = Path(path)
-    with atomic_path(p) as tmp:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(p) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return p
