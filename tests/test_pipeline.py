@@ -150,7 +150,9 @@ def test_geometric_memory_switch(camera_model):
     assert float(on["render_mask"].mean()) < 0.9  # the point cloud covers much of the view
     assert torch.all(off["render_mask"] == 1)  # all-hole mask
     assert not torch.equal(on["render_latent"], off["render_latent"])
-    assert torch.equal(on["camera_embedding"], off["camera_embedding"])  # camera rays still guide
+    # camera rays still guide; the preset is in median depths (x 2.25 with the depth, x 1 without:
+    # nothing gives the scale), which the normalised Plücker map does not see beyond float rounding
+    torch.testing.assert_close(on["camera_embedding"], off["camera_embedding"], atol=1e-6, rtol=0)
 
 
 def test_spatial_memory_switch_uses_condition_view_only(memory_model):

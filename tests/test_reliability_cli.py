@@ -21,8 +21,8 @@ from worldstereo.io.output_folder import MANIFEST_NAME, read_manifest
 
 DEMO = ["demo", "--height", "32", "--width", "48", "--frames", "3", "--supersample", "1", "--sheet-columns", "2",
         "--no-progress"]
-DEMO_FILES = {"camera.json", "contact_sheet.png", "depth.npy", "image.png", "metrics.json", "points.ply", "render.mp4",
-              "render_mask.mp4"}
+DEMO_FILES = {"camera.json", "contact_sheet.png", "depth.npy", "depths.npz", "image.png", "metrics.json", "points.ply",
+              "render.mp4", "render_mask.mp4", "summary.json"}
 
 
 def _main(*argv: str) -> int:

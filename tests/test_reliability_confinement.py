@@ -67,7 +67,8 @@ def _exporters() -> dict[str, Callable[[Path], Any]]:
         render.write_render_inputs(out, torch.rand(3, H, W), torch.full((H, W), 2.0), traj, progress=False)
 
     def write_video_outputs(out):
-        record = SimpleNamespace(render_video=torch.rand(3, 3, H, W), render_mask=torch.zeros(3, 1, H, W))
+        record = SimpleNamespace(render_video=torch.rand(3, 3, H, W), render_mask=torch.zeros(3, 1, H, W),
+                                 render_depth=torch.rand(3, 1, H, W))
         generate.write_video_outputs(out, "", torch.rand(3, 3, H, W), record, _traj(3), fps=8)
 
     def write_memory_outputs(out):

@@ -15,6 +15,11 @@ Under ``torchrun`` (``torchrun --nproc-per-node N -m worldstereo ...``) only ran
 chosen level, shows progress bars and writes ``--out`` (the other ranks compute the same video and
 write nothing; they log warnings and errors only). A process group the command initialised is
 destroyed when it ends.
+
+CPU threads: ``--threads N`` sets torch's intra-op threads; without it, ``OMP_NUM_THREADS`` is
+respected, else :func:`default_threads` picks the CPUs this process may use (affinity mask, cgroup
+CPU quota) minus those the rest of the machine keeps busy (1-minute load average), at least one:
+on a shared machine more threads than free cores make every frame wait for the slowest thread.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import argparse
 import errno
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from worldstereo import __version__
 
-__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "available_cpus", "build_parser", "default_threads", "main"]
 
 logger = logging.getLogger("worldstereo")
 
@@ -57,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
+                        help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the CPUs this process may "
+                             "use minus the machine's current load, at least 1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"worldstereo.commands.{name}")
@@ -71,6 +79,50 @@ def _rank() -> int:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
         return 0
+
+
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup CPU quota (v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may run on: the affinity mask (``os.sched_getaffinity``, else
+    ``os.cpu_count``), capped by the cgroup CPU quota (rounded up), at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit(cgroup_root)
+    if limit is not None:
+        cpus = min(cpus, max(1, math.ceil(limit)))
+    return max(1, cpus)
+
+
+def default_threads(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The thread count the CLI uses without ``--threads``: None (keep torch's, which follows it)
+    when ``OMP_NUM_THREADS`` is set, else :func:`available_cpus` minus the 1-minute load average of
+    the machine (rounded), at least 1."""
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    cpus = available_cpus(cgroup_root)
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, min(cpus, int(round(cpus - busy))))
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
@@ -110,11 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     previous_threads = None
     had_process_group = _process_group_exists()  # one a command initialises is destroyed at the end
-    if args.threads is not None:
+    threads = args.threads if args.threads is not None else default_threads()
+    if threads is not None:
         import torch
 
         previous_threads = torch.get_num_threads()
-        torch.set_num_threads(args.threads)
+        if threads != previous_threads:
+            logger.debug("using %d CPU thread(s) (--threads to change)", threads)
+        torch.set_num_threads(threads)
     try:
         return _run_command(args)
     except KeyboardInterrupt:

@@ -30,6 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from .camera import CameraTrajectory, camera_qt_tokens, plucker_embedding
+from .geometry.coverage import render_coverage, warn_low_coverage
 from .parallel import decode_split, is_writer, parallel_state
 from .pipeline_inputs import GivenInputs, load_given_inputs
 from .pipeline_validation import (
@@ -68,11 +69,14 @@ class SceneMemory:
         geometric: the global point cloud (GGM), or None when geometric memory is not used.
         spatial: the bank of frames with cameras (SSM), or None for the camera variant.
         history: one :class:`GenerationRecord` per generated video, in order.
+        median_depth: the condition view's median depth in scene units, set by the first video
+            (presets of later videos are converted to scene units with it).
     """
 
     geometric: Any = None
     spatial: Any = None
     history: List["GenerationRecord"] = field(default_factory=list)
+    median_depth: Optional[float] = None
 
 
 @dataclass
@@ -85,6 +89,13 @@ class GenerationRecord:
         num_references: reference views given to the model (memory variants);
         ref_index: their RoPE slots; reference_names: their bank names;
         render_video / render_mask: the ControlNet inputs, (F,3,H,W) in [0,1] and (F,1,H,W);
+        render_depth: z-depth of the render (F,1,H,W) in scene units, 0 where there is none
+            (holes); None without geometric memory;
+        coverage: per-frame share of non-hole pixels of ``render_mask`` in [0, 1]
+            (:func:`~worldstereo.geometry.coverage.render_coverage`; frame 0, the condition
+            view, is 1.0; all 0.0 without geometric memory);
+        median_depth: the condition view's median depth in scene units (None when unknown);
+        trajectory: the trajectory used, in scene units with K at the generation size;
         conditioning: where the conditioning came from: ``render`` (``"geometric_memory"``,
         ``"given"`` or ``"none"``), ``references`` (``"retrieved"``, ``"condition_view"``,
         ``"given"``; absent for the camera variant), ``latents`` (``"seed"`` or ``"given"``);
@@ -102,6 +113,10 @@ class GenerationRecord:
     reference_names: List[str] = field(default_factory=list)
     render_video: Optional[Tensor] = None
     render_mask: Optional[Tensor] = None
+    render_depth: Optional[Tensor] = None
+    coverage: List[float] = field(default_factory=list)
+    median_depth: Optional[float] = None
+    trajectory: Optional[CameraTrajectory] = None
     conditioning: Dict[str, str] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
     batch_size: int = 1
@@ -117,6 +132,8 @@ class GenerationRecord:
             "num_references": self.num_references,
             "ref_index": list(self.ref_index),
             "reference_names": list(self.reference_names),
+            "coverage": [round(float(c), 6) for c in self.coverage],
+            "median_depth": self.median_depth,
             "conditioning": dict(self.conditioning),
             "batch_size": self.batch_size,
             "timings": dict(self.timings),
@@ -196,9 +213,12 @@ def _new_scene_memory(model: Any, use_geometric: bool, use_spatial: bool) -> Sce
 
 def _trajectory_at_size(trajectory: CameraTrajectory, height: int, width: int, depth_K: Optional[Tensor],
                         depth_size: Optional[Tuple[int, int]]) -> CameraTrajectory:
-    """The trajectory with intrinsics at ``(height, width)``."""
+    """The trajectory with intrinsics at ``(height, width)``: :meth:`CameraTrajectory.at_size`
+    (field-of-view intrinsics such as a preset's are rebuilt with square pixels; pixel intrinsics
+    are rescaled, with a warning when that stretches the pixels), else the depth estimator's K,
+    else a :data:`DEFAULT_FOV_DEG` horizontal field of view."""
     if trajectory.has_intrinsics:
-        return trajectory.resized(height, width)
+        return trajectory.at_size(height, width)
     if depth_K is not None and depth_size is not None:
         from .io.image import rescale_intrinsics
 
@@ -207,6 +227,12 @@ def _trajectory_at_size(trajectory: CameraTrajectory, height: int, width: int, d
         return trajectory.with_intrinsics(K, height=height, width=width)
     logger.info("camera_trajectory: no intrinsics; using a %.0f deg horizontal field of view", DEFAULT_FOV_DEG)
     return trajectory.with_intrinsics(height=height, width=width, fov_deg=DEFAULT_FOV_DEG)
+
+
+def _median_valid_depth(depth: Tensor, valid: Tensor) -> Optional[float]:
+    """Median of the valid (> 0) depth, or None when there is none."""
+    mask = valid.bool() & (depth > 0)
+    return float(depth[mask].float().median()) if bool(mask.any()) else None
 
 
 def _format_output(frames: Tensor, output_format: str) -> VideoOutput:
@@ -270,15 +296,23 @@ def generate_video(
         condition_image: path, PIL image, or tensor (C,H,W) / (1,C,H,W) in [0,1]; frame 0 of the
             video. Resized to ``(height, width)`` (the trajectory's K is rescaled accordingly).
         camera_trajectory: ``num_frames`` cameras (world-to-camera OpenCV); frame 0 is the
-            condition view. Without intrinsics, K comes from the depth estimator when it predicts
-            one, else from a 60° horizontal field of view (logged).
+            condition view. Brought to ``(height, width)`` with
+            :meth:`~worldstereo.camera.CameraTrajectory.at_size` (presets keep square pixels).
+            A preset (``units="median_depth"``) is scaled by the condition view's median depth
+            (of the depth estimate, or of ``point_cloud`` seen from frame 0). Without
+            intrinsics, K comes from the depth estimator when it predicts one, else from a 60°
+            horizontal field of view (logged). The record in ``memory.history`` holds the
+            per-frame render coverage; a warning names the first frame below
+            :data:`~worldstereo.geometry.coverage.LOW_COVERAGE_THRESHOLD`.
         num_frames: number of frames; must equal ``len(camera_trajectory)``. Every frame is one
             keyframe latent (keyframe VAE).
         height, width: output size in pixels, multiples of 16.
-        num_inference_steps: UniPC steps (camera / memory variants). The distilled variant uses
-            its fixed ``dmd_steps`` schedule (a different value logs a warning).
+        num_inference_steps: UniPC steps (camera / memory variants). The default, 50, is the
+            interface document's; the reference inference script (and the CLI) uses 40. The
+            distilled variant uses its fixed ``dmd_steps`` schedule (a different value logs a warning).
         guidance_scale: classifier-free guidance scale (only the text embedding changes in the
-            unconditional pass). Ignored by the distilled variant.
+            unconditional pass); default 7.5 from the interface document, 5.0 in the reference
+            script and the CLI. Ignored by the distilled variant.
         point_cloud: optional initial geometric memory, (N,3) or (N,6) xyz+rgb (rgb in [0,1],
             uint8 rescaled) or a :class:`~worldstereo.geometry.PointCloud`, in the trajectory's
             world frame; replaces the depth estimate of the condition image.
@@ -453,10 +487,14 @@ class _Scene:
     Attributes:
         image: condition view (3, H, W) in [0, 1] at the generation size.
         pano: the equirectangular condition image (3, Hp, Wp) for panoramas, else None.
-        w2c, K: trajectory at the generation size, float32 (F, 4, 4) / (F, 3, 3).
+        w2c, K: trajectory at the generation size, in scene units, float32 (F, 4, 4) / (F, 3, 3).
         render_video: ControlNet render (F, 3, H, W) in [0, 1], frame 0 = ``image``, holes grey.
         hole_mask: (F, 1, H, W), 1 = hole, frame 0 = 0.
         estimator: the depth estimator resolved for this call (None when none was needed).
+        render_depth: z-depth of the render (F, 1, H, W), 0 at holes (None without geometry).
+        coverage: per-frame share of non-hole pixels of ``hole_mask``.
+        trajectory: the :class:`CameraTrajectory` behind ``w2c`` / ``K``.
+        median_depth: the condition view's median depth in scene units (None when unknown).
     """
 
     image: Tensor
@@ -466,6 +504,10 @@ class _Scene:
     render_video: Tensor
     hole_mask: Tensor
     estimator: Any = None
+    render_depth: Optional[Tensor] = None
+    coverage: List[float] = field(default_factory=list)
+    trajectory: Optional[CameraTrajectory] = None
+    median_depth: Optional[float] = None
 
 
 @dataclass
@@ -554,11 +596,12 @@ def _prepare_memory(model: Any, request: _Request, memory: Optional[SceneMemory]
 
 
 def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Scene:
-    """Condition view, trajectory at the generation size and the point-cloud render with its hole
-    mask (the ControlNet inputs). Estimates the condition image's depth when the geometric memory
-    is empty and no point cloud was given; with a given render, uses it instead (no depth)."""
+    """Condition view, trajectory at the generation size in scene units and the point-cloud render
+    with its hole mask (the ControlNet inputs) and coverage. Estimates the condition image's depth
+    when the geometric memory is empty and no point cloud was given; with a given render, uses it
+    instead (no depth)."""
     if request.given.has_render:
-        return _given_render_scene(request)
+        return _given_render_scene(request, memory)
     height, width, num_frames = request.height, request.width, request.num_frames
     pano = request.image_full if request.panorama else None
     geometric = memory.geometric if request.use_geometric_memory else None
@@ -576,13 +619,21 @@ def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Sc
         depth_pred.K if with_K else None,
         (depth_pred.height, depth_pred.width) if with_K else None,
     )
+    if depth_pred is not None:
+        memory.median_depth = _median_valid_depth(depth_pred.depth, depth_pred.valid_mask)
+    elif request.point_cloud is not None and geometric is not None:
+        memory.median_depth = _scene_median_depth(_as_point_cloud(request.point_cloud), trajectory)
+    elif memory.median_depth is None and geometric is not None and not geometric.is_empty:
+        memory.median_depth = _scene_median_depth(geometric.points, trajectory)
+    trajectory = _in_scene_units(trajectory, memory.median_depth)
     w2c = trajectory.w2c.float()
     K = trajectory.K.float()
     image = _condition_view(request, trajectory)
     if geometric is None:
         render_video = torch.full((num_frames, 3, height, width), HOLE_GREY)
         hole_mask = torch.ones(num_frames, 1, height, width)
-        return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator)
+        return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator, None, [0.0] * num_frames,
+                      trajectory, memory.median_depth)
 
     if request.point_cloud is not None:
         geometric.from_point_cloud(_as_point_cloud(request.point_cloud), condition_image=image)
@@ -602,7 +653,34 @@ def _prepare_geometry(model: Any, request: _Request, memory: SceneMemory) -> _Sc
     render_video = torch.where(hole_mask > 0.5, torch.full_like(render.video, HOLE_GREY), render.video)
     render_video[0] = image
     hole_mask[0] = 0.0
-    return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator)
+    render_depth = torch.where(hole_mask > 0.5, torch.zeros_like(render.depth), render.depth.float())
+    coverage = render_coverage(hole_mask)
+    warn_low_coverage(coverage, what="generate_video: point-cloud render", log=logger)
+    return _Scene(image, pano, w2c, K, render_video, hole_mask, estimator, render_depth, coverage, trajectory,
+                  memory.median_depth)
+
+
+def _scene_median_depth(points: Any, trajectory: CameraTrajectory) -> Optional[float]:
+    """Median depth of ``points`` seen from frame 0 (None when frame 0 sees none of them)."""
+    from .camera.fit import scene_median_depth
+
+    try:
+        return scene_median_depth(points, trajectory.w2c[0], trajectory.K[0], trajectory.height, trajectory.width)
+    except ValueError:
+        return None
+
+
+def _in_scene_units(trajectory: CameraTrajectory, median_depth: Optional[float]) -> CameraTrajectory:
+    """A preset (``units="median_depth"``) converted with the scene's median depth (1.0 when unknown)."""
+    if trajectory.units == "scene":
+        return trajectory
+    if median_depth is None:
+        logger.info("camera_trajectory: the scene's median depth is unknown (no depth, no point cloud); the preset's "
+                    "distances are taken as scene units")
+        median_depth = 1.0
+    elif abs(median_depth - 1.0) > 1e-6:
+        logger.info("camera_trajectory: preset distances are in median depths; scene median depth %.4g", median_depth)
+    return trajectory.in_scene_units(median_depth)
 
 
 def _condition_view(request: _Request, trajectory: CameraTrajectory) -> Tensor:
@@ -618,16 +696,22 @@ def _condition_view(request: _Request, trajectory: CameraTrajectory) -> Tensor:
     return resize_image(request.image_full, request.height, request.width).clamp(0, 1)
 
 
-def _given_render_scene(request: _Request) -> _Scene:
+def _given_render_scene(request: _Request, memory: SceneMemory) -> _Scene:
     """The scene of a given render: the reference's data loader replaces render frame 0 by the
-    condition image and uses the (thresholded) hole mask as given."""
+    condition image and uses the (thresholded) hole mask as given. Its coverage is measured like
+    our own render's; with no depth, a preset is converted with the memory's median depth when an
+    earlier video set one, else taken as scene units."""
     trajectory = _trajectory_at_size(request.trajectory, request.height, request.width, None, None)
+    trajectory = _in_scene_units(trajectory, memory.median_depth)
     image = _condition_view(request, trajectory)
     render_video = request.given.render_video.clone()
     render_video[0] = image
     pano = request.image_full if request.panorama else None
-    return _Scene(image, pano, trajectory.w2c.float(), trajectory.K.float(), render_video,
-                  request.given.render_mask.clone(), None)
+    hole_mask = request.given.render_mask.clone()
+    coverage = render_coverage(hole_mask)
+    warn_low_coverage(coverage, what="generate_video: given render", log=logger)
+    return _Scene(image, pano, trajectory.w2c.float(), trajectory.K.float(), render_video, hole_mask, None,
+                  None, coverage, trajectory, memory.median_depth)
 
 
 def _prepare_references(model: Any, request: _Request, scene: _Scene, memory: SceneMemory) -> Optional[_References]:
@@ -759,7 +843,9 @@ def _make_record(model: Any, request: _Request, scene: _Scene, refs: Optional[_R
                  cond: _Conditioning, steps_run: int, calls: int, timings: Dict[str, float]) -> GenerationRecord:
     record = GenerationRecord(
         variant=model.variant, steps=steps_run, transformer_calls=calls, guidance_scale=cond.guidance_scale,
-        seed=request.seed, render_video=scene.render_video, render_mask=scene.hole_mask, timings=timings,
+        seed=request.seed, render_video=scene.render_video, render_mask=scene.hole_mask,
+        render_depth=scene.render_depth, coverage=list(scene.coverage), median_depth=scene.median_depth,
+        trajectory=scene.trajectory, timings=timings,
     )
     record.conditioning = _conditioning_sources(request, refs)
     if refs is not None:
@@ -1210,11 +1296,7 @@ def reconstruct_3d(
         model, condition_image, camera_trajectory, num_frames=num_frames, output_format="tensor",
         memory=memory, **generation_kwargs,
     )
-    height, width = frames.shape[-2:]
-    trajectory = camera_trajectory
-    if not trajectory.has_intrinsics:
-        trajectory = trajectory.with_intrinsics(height=height, width=width, fov_deg=DEFAULT_FOV_DEG)
-    trajectory = trajectory.resized(int(height), int(width))
+    trajectory = memory.history[-1].trajectory  # scene units, K at the video size
     from .reconstruction import reconstruct
 
     estimator = _resolve_depth_estimator(model, frame_depth)

@@ -25,6 +25,7 @@ import torch
 from worldstereo.sampling.unipc import DEFAULT_UNIPC_CONFIG
 
 __all__ = [
+    "save_tiny_depth_model",
     "TINY_TRANSFORMER_CONFIG",
     "TINY_CONTROLNET_CONFIG",
     "TINY_VAE_CONFIG",
@@ -240,4 +241,35 @@ def save_tiny_model(folder: str | os.PathLike, variant: str = "worldstereo-memor
     ``WorldStereo.from_pretrained(folder)``). Returns the folder path."""
     model = tiny_model(variant, seed)
     model.save_pretrained(folder)
+    return Path(folder)
+
+
+def save_tiny_depth_model(folder: str | os.PathLike, depth_estimation_type: str = "relative", seed: int = 0) -> Path:
+    """Save a tiny random Depth Anything (transformers ``DepthAnythingForDepthEstimation`` with a
+    4-layer DINOv2 backbone of width 16, and its image processor) to ``folder``, loadable offline
+    with :class:`~worldstereo.depth.TransformersDepthEstimator`. Its output is a smooth positive
+    map (the head bias is set to 1), not a depth estimate. Returns the folder path.
+
+    Args:
+        depth_estimation_type: ``"relative"`` (disparity) or ``"metric"`` (metres, at most 20).
+    """
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+    from transformers.models.dpt import DPTImageProcessorPil
+
+    backbone = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+                            patch_size=14, image_size=56, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 8, 8],
+                              fusion_hidden_size=8, head_hidden_size=8, depth_estimation_type=depth_estimation_type,
+                              max_depth=20)
+    with _seeded(seed):
+        model = DepthAnythingForDepthEstimation(cfg).eval()
+        # random init gives an (almost) all-zero ReLU output; make the map non-trivial and positive
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.3)
+            model.head.conv3.bias.fill_(1.0)
+    model.save_pretrained(folder)
+    DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                         do_pad=False, resample=3, image_mean=[0.485, 0.456, 0.406],
+                         image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
     return Path(folder)

@@ -190,8 +190,8 @@ def test_bad_inputs_of_methods():
         CameraTrajectory.preset("teleport")
     with pytest.raises(ValueError, match="trajectories"):
         CameraTrajectory.cat([])
-    with pytest.raises(ValueError, match="trajectories"):
-        CameraTrajectory.cat([t, t.resized(96, 128)])
+    with pytest.raises(ValueError, match="units"):
+        CameraTrajectory.cat([t, CameraTrajectory.forward(num_frames=2, height=48, width=64)])
     with pytest.raises(ValueError, match="fov_deg"):
         t.with_intrinsics(height=10, width=10, fov_deg=180.0)
     with pytest.raises(ValueError, match="width"):

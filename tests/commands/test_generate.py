@@ -1,8 +1,9 @@
 """`worldstereo generate` / `worldstereo multi-view` end to end with a tiny random model (no download).
 
-Independent truths: the condition image and the analytic depth map (a plane z = 2 + x/W tilted in
-x) we write ourselves, the preset's analytic camera centres, the pinhole K of the requested field of
-view, and frame counts / sizes decoded straight from the MP4 files with PyAV.
+Independent truths: the condition image and the analytic depth map (a wall at z = 3 with a box face
+at z = 2 in the middle of the view) we write ourselves, the preset's analytic camera centres (in
+median depths: 3), the pinhole K of the requested field of view, and frame counts / sizes decoded
+straight from the MP4 files with PyAV.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ DIST = 0.2  # camera translation of the right / left presets
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """Tiny memory model, a smooth 64x64 condition image and its depth map (z in [2, 3])."""
+    """Tiny memory model, a smooth 64x64 condition image and its depth map (z in {2, 3}, median 3).
+
+    Piecewise constant depth: the lifting drops pixels where the min-max normalised disparity
+    changes fast, which on a 32-pixel plane tilted across the view would be every pixel."""
     from worldstereo.testing import save_tiny_model
 
     d = tmp_path_factory.mktemp("generate_inputs")
@@ -33,13 +37,20 @@ def inputs(tmp_path_factory):
     yy, xx = torch.meshgrid(torch.linspace(0, 1, IMG), torch.linspace(0, 1, IMG), indexing="ij")
     image = torch.stack([xx, yy, 0.25 + 0.5 * xx * yy])
     save_image(d / "image.png", image)
-    np.save(d / "depth.npy", (2.0 + xx).numpy().astype(np.float32))
+    depth = torch.full((IMG, IMG), 3.0)
+    depth[IMG // 4:3 * IMG // 4, IMG // 4:3 * IMG // 4] = 2.0
+    np.save(d / "depth.npy", depth.numpy().astype(np.float32))
     # the path of `right --preset-arg distance=DIST`, as a trajectory file (K of a 512x512 image)
     from worldstereo.camera import CameraTrajectory
 
     CameraTrajectory.right(distance=DIST, num_frames=FRAMES).save(d / "right4.json")
     return {"right4": d / "right4.json", "dir": d, "model": model, "image": d / "image.png",
             "depth": d / "depth.npy", "image_tensor": image}
+
+
+def _median(inputs) -> float:
+    """The condition view's median depth, the unit of preset distances (torch's lower median)."""
+    return float(torch.from_numpy(np.load(inputs["depth"])).median())
 
 
 def _common(inputs, *extra: str) -> list[str]:
@@ -111,9 +122,23 @@ def test_generate_end_to_end(inputs, tmp_path):
     assert len(traj) == FRAMES and (traj.height, traj.width) == (H, W)
     assert torch.allclose(traj.K[0].float(), intrinsics_from_fov(H, W, 70.0).float(), atol=1e-3)
     assert torch.allclose(traj.centers[0].float(), torch.zeros(3), atol=1e-5)
-    assert torch.allclose(traj.centers[-1].float(), torch.tensor([DIST, 0.0, 0.0]), atol=1e-5)
+    # preset distances are in median depths of the condition view
+    assert torch.allclose(traj.centers[-1].float(), torch.tensor([DIST * _median(inputs), 0.0, 0.0]), atol=1e-5)
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["median_depth"] == pytest.approx(_median(inputs))
+    assert summary["fit_scale"] == 1.0 and summary["fit_trajectory"] is None
+    # per-frame coverage of the render mask, and the render's depth next to camera.json
+    holes = mask[..., 0] > 127
+    assert summary["coverage"][0] == 1.0
+    assert summary["coverage"] == pytest.approx([1.0 - float(h.mean()) for h in holes], abs=0.02)
+    with np.load(out / "depths.npz") as z:
+        depth, hole_mask = z["depth"], z["hole_mask"]
+    assert depth.shape == hole_mask.shape == (FRAMES, H, W) and summary["files"]["depths"] == "depths.npz"
+    assert (hole_mask == holes).mean() > 0.98 and (depth[hole_mask] == 0).all()
+    # rendered depths lie on the wall or the box
+    covered = depth[0][depth[0] > 0]  # frame 0 has no holes in the mask; depth 0 where the lifting dropped a pixel
+    assert covered.size > 0.5 * H * W and covered.min() > 1.9 and covered.max() < 3.1
     assert summary["model"] == str(inputs["model"]) and summary["variant"] == "worldstereo-memory"
     assert summary["steps"] == 1 and summary["seed"] == 7 and summary["guidance_scale"] == 3.0
     assert summary["transformer_calls"] == 2  # one step, conditional + unconditional pass
@@ -142,7 +167,10 @@ def test_multi_view_shares_memory(inputs, tmp_path):
             assert _decode(out / f"{stem}_{i:02d}.mp4").shape == (FRAMES, H, W, 3)
         t = CameraTrajectory.from_reference_json(out / f"camera_{i:02d}.json")
         assert len(t) == FRAMES
-        assert torch.allclose(t.centers[-1].float(), torch.tensor([sign * DIST, 0.0, 0.0]), atol=1e-5)
+        assert torch.allclose(t.centers[-1].float(), torch.tensor([sign * DIST * _median(inputs), 0.0, 0.0]),
+                              atol=1e-5)
+        with np.load(out / f"depths_{i:02d}.npz") as z:
+            assert z["depth"].shape == (FRAMES, H, W)
         trajs.append(t)
     assert not (out / "video.mp4").exists()
     summary = json.loads((out / "summary.json").read_text())
@@ -153,6 +181,8 @@ def test_multi_view_shares_memory(inputs, tmp_path):
         assert v["steps"] == 1 and v["seed"] == 3 and v["num_frames"] == FRAMES
         assert v["guidance_scale"] == 1.0 and v["transformer_calls"] == 1  # no CFG: one pass per step
         assert v["files"]["video"] == f"video_{v['index']:02d}.mp4"
+        assert v["files"]["depths"] == f"depths_{v['index']:02d}.npz"
+        assert len(v["coverage"]) == FRAMES and v["coverage"][0] == 1.0 and v["fit_scale"] == 1.0
     assert summary["transformer_calls"] == 2 and summary["num_videos"] == 2
     # shared memory: the first video referenced only the condition view, the second one retrieved
     # frames generated by the first
@@ -298,3 +328,44 @@ def test_depth_model_scales_preset_and_gives_intrinsics(inputs, tmp_path, monkey
         assert abs(p[0]) < 1e-4 and abs(p[1]) < 1e-4 and p[2] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["depth"] == "fake/depth"
+
+
+def test_fit_trajectory_shortens_a_preset_that_leaves_the_scene(inputs, tmp_path):
+    """`forward` of 2 median depths flies through the wall at z = 3; --fit-trajectory shortens the
+    motion until every frame of the render covers at least the requested share. 256 pixels: the
+    default point footprint is one pixel wide there."""
+    from worldstereo.camera import CameraTrajectory
+
+    common = _common(inputs, "--trajectory", "forward", "--preset-arg", "distance=2.0", "--guidance", "1",
+                     "--height", "256", "--width", "256")
+    assert _cli("generate", *common, "--out", str(tmp_path / "raw")) == 0
+    raw = json.loads((tmp_path / "raw" / "summary.json").read_text())
+    assert min(raw["coverage"]) < 0.3
+    assert _cli("generate", *common, "--fit-trajectory", "0.6", "--out", str(tmp_path / "fit")) == 0
+    fit = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert fit["fit_trajectory"] == 0.6 and 0 < fit["fit_scale"] < 1
+    assert min(fit["coverage"]) >= 0.5  # measured on the model's own render
+    raw_t = CameraTrajectory.from_reference_json(tmp_path / "raw" / "camera.json")
+    fit_t = CameraTrajectory.from_reference_json(tmp_path / "fit" / "camera.json")
+    torch.testing.assert_close(fit_t.centers, fit["fit_scale"] * raw_t.centers, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fit_t.w2c[:, :3, :3], raw_t.w2c[:, :3, :3])
+
+
+def test_reconstruct_reads_generate_and_multi_view_folders(inputs, tmp_path):
+    """`worldstereo reconstruct OUT` finds the video, cameras and render depth of an output folder
+    (all videos of a multi-view folder together) and needs no depth model."""
+    import trimesh
+
+    gen, mv = tmp_path / "gen", tmp_path / "mv"
+    assert _cli("generate", *_common(inputs, "--trajectory", "right", "--preset-arg", "distance=0.1",
+                                     "--guidance", "1", "--out", str(gen))) == 0
+    assert _cli("multi-view", *_common(inputs, "--trajectory", "right", "--trajectory", "left", "--preset-arg",
+                                       "distance=0.1", "--guidance", "1", "--out", str(mv))) == 0
+    for folder, frames in ((gen, FRAMES), (mv, 2 * FRAMES)):
+        out = tmp_path / f"{folder.name}_3d"
+        assert _cli("reconstruct", str(folder), "--out", str(out), "--formats", "ply,transforms") == 0
+        xyz = np.asarray(trimesh.load(out / "points.ply").vertices)
+        # the render depth lies on the wall (z = 3) or the box (z = 2): so do the points
+        assert len(xyz) > 100 and xyz[:, 2].min() > 1.9 and xyz[:, 2].max() < 3.1
+        transforms = json.loads((out / "nerfstudio" / "transforms.json").read_text())
+        assert len(transforms["frames"]) == frames

@@ -43,9 +43,13 @@ def test_render_with_user_depth_and_preset(scene_inputs, tmp_path):
     traj = CameraTrajectory.from_reference_json(out / "camera.json")
     assert len(traj) == 4 and (traj.height, traj.width) == (H, W)
     assert torch.allclose(traj.K[0], intrinsics_from_fov(H, W, 70.0).to(traj.K.dtype), atol=1e-4)
-    assert torch.allclose(traj.centers[-1], torch.tensor([0.3, 0.0, 0.0]), atol=1e-5)
     # user depth (192x256, the image's size) resized with nearest to the working size
     written = np.load(out / "depth.npy")
+    # preset distances are in median depths of the condition view (torch's lower median)
+    median = float(torch.from_numpy(written)[torch.from_numpy(written) > 0].median())
+    assert torch.allclose(traj.centers[-1], torch.tensor([0.3 * median, 0.0, 0.0]), atol=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["median_depth"] == pytest.approx(median) and len(summary["coverage"]) == 4
     assert written.shape == (H, W)
     assert set(np.unique(written)).issubset(set(np.unique(depth.numpy())))
     video = read_video(out / "render.mp4")
@@ -118,3 +122,22 @@ def test_render_input_errors(scene_inputs, tmp_path, capsys):
     assert "not a known trajectory JSON" in capsys.readouterr().err
     assert _run(img, "--depth", str(tmp_path / "missing.npy"), "--trajectory", "orbit", "--out", out) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_render_warns_on_collapse_and_fit_trajectory_keeps_coverage(scene_inputs, tmp_path, capsys):
+    """`forward` by 2 median depths leaves the room: a warning names the first uncovered frame;
+    --fit-trajectory shortens the motion so that every frame stays covered (summary.json)."""
+    src, _, _ = scene_inputs
+    common = [str(src / "image.png"), "--depth", str(src / "depth.npy"), "--trajectory", "forward",
+              "--frames", "6", "--height", str(2 * H), "--width", str(2 * W), "--point-radius", "0.011"]
+    assert main(["--threads", "1", "render", *common, "--no-progress", "--out", str(tmp_path / "raw")]) == 0
+    raw = json.loads((tmp_path / "raw" / "summary.json").read_text())
+    first = next(i for i, c in enumerate(raw["coverage"]) if c < 0.3)
+    assert f"frame {first} covers only" in capsys.readouterr().err
+    assert main(["--threads", "1", "render", *common, "--no-progress", "--fit-trajectory",
+                 "--out", str(tmp_path / "fit")]) == 0
+    fit = json.loads((tmp_path / "fit" / "summary.json").read_text())
+    assert 0 < fit["fit_scale"] < 1 and min(fit["coverage"]) >= 0.45
+    assert "covers only" not in capsys.readouterr().err
+    with np.load(tmp_path / "fit" / "depths.npz") as z:
+        assert z["depth"].shape == (6, 2 * H, 2 * W)

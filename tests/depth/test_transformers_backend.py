@@ -18,25 +18,9 @@ from worldstereo.depth import (  # noqa: E402
 
 
 def _build_tiny_depth_anything(path, depth_estimation_type: str = "relative") -> None:
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-    from transformers.models.dpt import DPTImageProcessorPil
+    from worldstereo.testing import save_tiny_depth_model
 
-    backbone = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
-                            patch_size=14, image_size=56, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
-    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 8, 8],
-                              fusion_hidden_size=8, head_hidden_size=8, depth_estimation_type=depth_estimation_type,
-                              max_depth=20)
-    torch.manual_seed(0)
-    model = DepthAnythingForDepthEstimation(cfg).eval()
-    # random init gives an (almost) all-zero ReLU output; make the map non-trivial and positive
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-        model.head.conv3.bias.fill_(1.0)
-    model.save_pretrained(path)
-    DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
-                         do_pad=False, resample=3, image_mean=[0.485, 0.456, 0.406],
-                         image_std=[0.229, 0.224, 0.225]).save_pretrained(path)
+    save_tiny_depth_model(path, depth_estimation_type)
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,22 @@ from .embedding import (
     pose_tokens,
     unified_camera_normalization,
 )
+from .fit import DEFAULT_MIN_COVERAGE, TrajectoryFit, fit_trajectory, scene_median_depth
 from .keyframes import sample_align_nframe, trajectory_subsample_linspace
 from .presets import PRESET_NAMES, look_at_w2c
 from .resolution import DEFAULT_SCALE_MAP, assign_scale
 from .rotations import matrix_to_quaternion, quaternion_slerp, quaternion_to_matrix
-from .trajectory import POSE_CONVENTIONS, CameraTrajectory, intrinsics_from_fov
+from .trajectory import POSE_CONVENTIONS, TRAJECTORY_UNITS, CameraTrajectory, intrinsics_from_fov
 
 __all__ = [
     "CameraTrajectory",
     "PRESET_NAMES",
     "POSE_CONVENTIONS",
+    "TRAJECTORY_UNITS",
+    "DEFAULT_MIN_COVERAGE",
+    "TrajectoryFit",
+    "fit_trajectory",
+    "scene_median_depth",
     "intrinsics_from_fov",
     "look_at_w2c",
     "camera_center_normalization",

@@ -40,7 +40,7 @@ from ..io import limits
 from ..io.atomic import atomic_open
 from ..io.errors import InputFileError, reading
 from ..io.files import finite_number, load_npz, read_json_file, read_text_file
-from .trajectory import CameraTrajectory, _OPENGL_FLIP
+from .trajectory import TRAJECTORY_UNITS, CameraTrajectory, _OPENGL_FLIP
 
 __all__ = [
     "read_reference_json",
@@ -548,8 +548,12 @@ def validate_trajectory_document(doc: Any) -> None:
         raise ValueError("height/width: required when K is given")
     if doc.get("dtype", "float32") not in ("float32", "float64"):
         raise ValueError(f"dtype: expected 'float32' or 'float64', got {doc.get('dtype')!r}")
+    if doc.get("units", "scene") not in TRAJECTORY_UNITS:
+        raise ValueError(f"units: expected one of {list(TRAJECTORY_UNITS)}, got {doc.get('units')!r}")
+    if not isinstance(doc.get("fov_intrinsics", False), bool) or (doc.get("fov_intrinsics") and K is None):
+        raise ValueError(f"fov_intrinsics: expected a bool (true only with K), got {doc.get('fov_intrinsics')!r}")
     allowed = {"$schema", "format", "version", "convention", "num_frames", "height", "width", "dtype", "w2c", "K",
-               "metadata"}
+               "units", "fov_intrinsics", "metadata"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ValueError(f"document: unknown keys {unknown}")
@@ -572,6 +576,10 @@ def save_trajectory(traj: CameraTrajectory, path: Any, *, metadata: dict | None 
         "w2c": _floats(traj.w2c),
         "K": None if traj.K is None else _floats(traj.K),
     }
+    if traj.units != "scene":
+        doc["units"] = traj.units
+    if traj.fov_intrinsics:
+        doc["fov_intrinsics"] = True
     if metadata:
         doc["metadata"] = metadata
     validate_trajectory_document(doc)
@@ -598,4 +606,5 @@ def load_trajectory(path: Any, *, dtype: torch.dtype | None = None) -> CameraTra
         dt = dtype or stored
         w2c = torch.tensor(doc["w2c"], dtype=torch.float64).to(dt)
         K = None if doc.get("K") is None else torch.tensor(doc["K"], dtype=torch.float64).to(dt)
-        return CameraTrajectory(w2c, K, doc.get("height"), doc.get("width"))
+        return CameraTrajectory(w2c, K, doc.get("height"), doc.get("width"), units=doc.get("units", "scene"),
+                                fov_intrinsics=bool(doc.get("fov_intrinsics", False)))

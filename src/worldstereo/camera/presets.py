@@ -1,9 +1,12 @@
 """Preset camera trajectories (all start at the identity pose = the condition view).
 
 Every preset is a classmethod of :class:`~worldstereo.camera.CameraTrajectory` that calls one of
-the builders here. Axes are OpenCV (x right, y down, z forward); distances are in scene units
-(median depth 1.0 for relative depth). Intrinsics are centred with horizontal field of view
-``fov_deg`` for a ``height`` x ``width`` image.
+the builders here. Axes are OpenCV (x right, y down, z forward); distances, radii and focus depths
+are multiples of the condition view's median depth (the trajectories have ``units="median_depth"``
+and are converted to scene units once the scene is known, see
+:meth:`CameraTrajectory.in_scene_units`). Intrinsics are centred with horizontal field of view
+``fov_deg`` for a ``height`` x ``width`` image (``fov_intrinsics=True``: rebuilt with square pixels
+at another size).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def _params(num_frames: int) -> Tensor:
 def _finish(c2w: Tensor, K: Tensor, height: int, width: int) -> CameraTrajectory:
     w2c = _invert_rigid(c2w)
     w2c[0] = torch.eye(4, dtype=_DT)  # exact condition view
-    return CameraTrajectory(w2c.float(), K.float(), height, width)
+    return CameraTrajectory(w2c.float(), K.float(), height, width, units="median_depth", fov_intrinsics=True)
 
 
 def _K(num: int, height: int, width: int, fov_deg: float) -> Tensor:
@@ -175,7 +178,7 @@ def _looking(centers: Tensor, focus: Tensor, height: int, width: int, fov_deg: f
     w2c = look_at_w2c(centers, focus.expand_as(centers))
     K = _K(centers.shape[0], height, width, fov_deg)
     w2c[0] = torch.eye(4, dtype=_DT)
-    return CameraTrajectory(w2c.float(), K.float(), height, width)
+    return CameraTrajectory(w2c.float(), K.float(), height, width, units="median_depth", fov_intrinsics=True)
 
 
 def spiral(radius: float, num_frames: int, *, revolutions: float, forward: float, focus_depth: float,

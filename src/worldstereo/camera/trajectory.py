@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -13,10 +14,21 @@ from torch import Tensor
 
 from .rotations import matrix_to_quaternion, quaternion_slerp, quaternion_to_matrix
 
-__all__ = ["CameraTrajectory", "intrinsics_from_fov", "POSE_CONVENTIONS"]
+__all__ = ["CameraTrajectory", "intrinsics_from_fov", "POSE_CONVENTIONS", "TRAJECTORY_UNITS"]
+
+logger = logging.getLogger(__name__)
 
 #: pose conventions accepted by :meth:`CameraTrajectory.from_poses`
 POSE_CONVENTIONS = ("w2c_opencv", "c2w_opencv", "w2c_opengl", "c2w_opengl")
+#: what a trajectory's translations are measured in (:attr:`CameraTrajectory.units`): ``"scene"``
+#: (the units of the depth / point cloud) or ``"median_depth"`` (multiples of the condition view's
+#: median depth; presets)
+TRAJECTORY_UNITS = ("scene", "median_depth")
+#: a principal point farther than this share of the image size from the centre draws a warning
+#: (typical of a K written for another image size)
+_OFF_CENTRE_WARN = 0.25
+#: relative aspect-ratio difference above which a rescale of pixel intrinsics is called anisotropic
+_ASPECT_RTOL = 0.01
 
 _ROTATION_ATOL = 1e-3  # |R R^T - I| max and |det R - 1|; float32 JSON round trips stay far below
 _BOTTOM_ATOL = 1e-5
@@ -120,6 +132,13 @@ def _validate_K(K: Any, n: int, height: int, width: int, name: str = "K") -> Ten
             f"(0 <= cx <= width, 0 <= cy <= height); got cx in [{float(cx.min()):.2f}, {float(cx.max()):.2f}], "
             f"cy in [{float(cy.min()):.2f}, {float(cy.max()):.2f}] - is K in pixels of a different image size?"
         )
+    off = torch.maximum((cx / width - 0.5).abs(), (cy / height - 0.5).abs())
+    if float(off.max()) > _OFF_CENTRE_WARN:
+        i = int(off.argmax())
+        logger.warning(
+            "%s: the principal point (%.1f, %.1f) of frame %d is far from the centre of the %dx%d image it refers to "
+            "(more than %.0f%% of the size off); is K in pixels of another image size? A K for a 2x larger image "
+            "puts it at the image corner", name, float(cx[i]), float(cy[i]), i, width, height, 100 * _OFF_CENTRE_WARN)
     return t
 
 
@@ -146,11 +165,24 @@ class CameraTrajectory:
           them with :meth:`with_intrinsics`).
         * Frame 0 is the condition view; presets start at the identity pose.
 
-    Units:
-        Translations and all preset distances are in **scene units of the depth source**: metres
-        for metric depth; for relative (scale-free) depth the scene is normalised so that the median
-        depth of the condition image is 1.0 — then ``forward(distance=0.5)`` moves the camera half
-        way to the typical surface.
+    Units (:attr:`units`):
+        * ``"median_depth"`` — every preset: translations (and preset distances, radii, focus
+          depths) are **multiples of the condition view's median depth**, whatever the depth
+          source. ``forward(distance=0.5)`` moves the camera half way to the typical surface of
+          a room photographed with relative depth (median 1.0) or with metric depth (median
+          3.2 m: 1.6 m), of a street (median 15 m: 7.5 m) or of a given point cloud. The
+          generation and render code convert such a trajectory with :meth:`in_scene_units`
+          once the scene's median depth is known.
+        * ``"scene"`` — trajectories read from files or built from poses: translations in the
+          units of the depth source (metres for metric depth; for relative depth the scene is
+          normalised so that the condition view's median depth is 1.0). A camera file written
+          for a metric scene therefore only fits a scene of the same scale; when it does not,
+          :meth:`fit_to_scene` rescales it.
+
+    Intrinsics of presets and of ``fov_deg`` constructors are a field of view
+    (:attr:`fov_intrinsics`): :meth:`at_size` rebuilds them for any image size with square
+    pixels and the same horizontal field of view, whereas pixel intrinsics (from files) describe
+    one image and are rescaled per axis (with a warning when that stretches the pixels).
 
     The tensors keep the floating dtype they were given (float32 by default; float64 is kept, e.g.
     to round-trip files exactly); integer input becomes float32.
@@ -159,6 +191,9 @@ class CameraTrajectory:
         w2c: (N, 4, 4) or (4, 4) world-to-camera poses (tensor, array or nested lists).
         K: (N, 3, 3) or (3, 3) (broadcast to every frame) pixel intrinsics, or ``None``.
         height, width: image size ``K`` refers to; required when ``K`` is given.
+        units: ``"scene"`` (default) or ``"median_depth"``, see above.
+        fov_intrinsics: whether ``K`` stands for a field of view rather than a particular image
+            (square pixels kept by :meth:`at_size`); needs ``K``.
 
     Raises:
         ValueError: wrong shapes, non-finite values, a rotation block that is not a proper rotation,
@@ -167,7 +202,14 @@ class CameraTrajectory:
         TypeError: non-numeric input or non-integer sizes.
     """
 
-    def __init__(self, w2c: Any, K: Any = None, height: int | None = None, width: int | None = None) -> None:
+    def __init__(self, w2c: Any, K: Any = None, height: int | None = None, width: int | None = None, *,
+                 units: str = "scene", fov_intrinsics: bool = False) -> None:
+        if units not in TRAJECTORY_UNITS:
+            raise ValueError(f"units: expected one of {TRAJECTORY_UNITS}, got {units!r}")
+        if not isinstance(fov_intrinsics, bool):
+            raise TypeError(f"fov_intrinsics: expected a bool, got {fov_intrinsics!r}")
+        if fov_intrinsics and K is None:
+            raise ValueError("fov_intrinsics: True needs K (the intrinsics of the field of view)")
         w2c_t = _validate_w2c(w2c, "w2c")
         if (height is None) != (width is None):
             raise ValueError("height/width: give both or neither")
@@ -182,17 +224,29 @@ class CameraTrajectory:
         self.K: Tensor | None = None if K_t is None else K_t.contiguous()
         self.height: int | None = h
         self.width: int | None = w
+        self.units: str = units
+        self.fov_intrinsics: bool = fov_intrinsics
 
     # ------------------------------------------------------------------ basic protocol
     @classmethod
-    def _unchecked(cls, w2c: Tensor, K: Tensor | None, height: int | None, width: int | None) -> CameraTrajectory:
+    def _unchecked(cls, w2c: Tensor, K: Tensor | None, height: int | None, width: int | None, *,
+                   units: str = "scene", fov_intrinsics: bool = False) -> CameraTrajectory:
         """Build without validation (inputs derived from an already validated trajectory)."""
         obj = cls.__new__(cls)
         obj.w2c = w2c.contiguous()
         obj.K = None if K is None else K.contiguous()
         obj.height = height
         obj.width = width
+        obj.units = units
+        obj.fov_intrinsics = bool(fov_intrinsics and K is not None)
         return obj
+
+    def _like(self, w2c: Tensor, K: Tensor | None, height: int | None = None, width: int | None = None
+              ) -> CameraTrajectory:
+        """A trajectory with this one's units and kind of intrinsics (size kept unless given)."""
+        return CameraTrajectory._unchecked(w2c, K, self.height if height is None else height,
+                                           self.width if width is None else width, units=self.units,
+                                           fov_intrinsics=self.fov_intrinsics)
 
     def __len__(self) -> int:
         return int(self.w2c.shape[0])
@@ -226,7 +280,7 @@ class CameraTrajectory:
         if w2c.shape[0] == 0:
             raise IndexError("index: selects no frame (a trajectory needs at least one)")
         K = None if self.K is None else self.K[sel]
-        return CameraTrajectory._unchecked(w2c, K, self.height, self.width)
+        return self._like(w2c, K)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         for i in range(len(self)):
@@ -235,7 +289,7 @@ class CameraTrajectory:
     def __repr__(self) -> str:
         size = f"{self.height}x{self.width}" if self.height is not None else "no size"
         return (f"CameraTrajectory(num_frames={len(self)}, image={size}, intrinsics={self.has_intrinsics}, "
-                f"dtype={self.w2c.dtype}, device={self.w2c.device})")
+                f"units={self.units!r}, dtype={self.w2c.dtype}, device={self.w2c.device})")
 
     @property
     def num_frames(self) -> int:
@@ -273,10 +327,11 @@ class CameraTrajectory:
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         w2c = self.w2c.to(device=device, dtype=dtype)
         K = None if self.K is None else self.K.to(device=device, dtype=dtype)
-        return CameraTrajectory._unchecked(w2c, K, self.height, self.width)
+        return self._like(w2c, K)
 
     def allclose(self, other: CameraTrajectory, atol: float = 1e-6) -> bool:
-        """Same length, size, and poses/intrinsics within ``atol``."""
+        """Same length, size, and poses/intrinsics within ``atol`` (the numbers only: :attr:`units`
+        and :attr:`fov_intrinsics` are not compared)."""
         if len(self) != len(other) or (self.height, self.width) != (other.height, other.width):
             return False
         if (self.K is None) != (other.K is None):
@@ -290,12 +345,15 @@ class CameraTrajectory:
     # ------------------------------------------------------------------ combination / editing
     @classmethod
     def cat(cls, trajectories: Sequence[CameraTrajectory]) -> CameraTrajectory:
-        """Concatenate trajectories (same image size and all with or all without intrinsics).
+        """Concatenate trajectories (all with or all without intrinsics, same :attr:`units`).
 
-        The result has the dtype/device of the first trajectory.
+        Trajectories of another image size are first brought to the first one's size with
+        :meth:`at_size` (field-of-view intrinsics keep square pixels; pixel intrinsics are
+        rescaled, with a warning when that stretches them). The result has the dtype/device of
+        the first trajectory.
 
         Raises:
-            ValueError: empty sequence, differing image sizes, or mixed presence of intrinsics.
+            ValueError: empty sequence, mixed presence of intrinsics, or mixed units.
         """
         trajs = list(trajectories)
         if not trajs:
@@ -304,15 +362,21 @@ class CameraTrajectory:
             if not isinstance(t, CameraTrajectory):
                 raise TypeError(f"trajectories: item {i} is a {type(t).__name__}, expected CameraTrajectory")
         first = trajs[0]
-        sizes = {(t.height, t.width) for t in trajs}
-        if len(sizes) != 1:
-            raise ValueError(f"trajectories: image sizes differ {sorted(sizes, key=str)}; call .resized() first")
         if len({t.has_intrinsics for t in trajs}) != 1:
             raise ValueError("trajectories: either all or none must have intrinsics")
+        units = {t.units for t in trajs}
+        if len(units) != 1:
+            raise ValueError(f"trajectories: units differ {sorted(units)}; convert presets with "
+                             ".in_scene_units(median_depth) before joining them to a trajectory in scene units")
+        if first.has_intrinsics:
+            trajs = [t.at_size(first.height, first.width) for t in trajs]  # type: ignore[arg-type]
+        elif len({(t.height, t.width) for t in trajs}) != 1:
+            raise ValueError("trajectories: image sizes differ and there are no intrinsics to rescale")
         dev, dt = first.w2c.device, first.w2c.dtype
         w2c = torch.cat([t.w2c.to(dev, dt) for t in trajs])
         K = None if first.K is None else torch.cat([t.K.to(dev, dt) for t in trajs])  # type: ignore[union-attr]
-        return cls._unchecked(w2c, K, first.height, first.width)
+        return cls._unchecked(w2c, K, first.height, first.width, units=first.units,
+                              fov_intrinsics=all(t.fov_intrinsics for t in trajs))
 
     def __add__(self, other: CameraTrajectory) -> CameraTrajectory:
         return CameraTrajectory.cat([self, other])
@@ -359,42 +423,152 @@ class CameraTrajectory:
             K[exact] = Kd[lo[exact]]
             K[last] = Kd[-1]
             K = K.to(dt)
-        return CameraTrajectory._unchecked(w2c.to(dt), K, self.height, self.width)
+        return self._like(w2c.to(dt), K)
 
     def resized(self, height: int, width: int) -> CameraTrajectory:
         """Intrinsics for the image resized to (height, width): row 0 of K times ``width / self.width``,
-        row 1 times ``height / self.height`` (poses unchanged).
+        row 1 times ``height / self.height`` (poses unchanged). This is the right K for an image
+        that is *stretched* to the new size; :meth:`at_size` is what generation uses.
 
         Raises:
             ValueError: the trajectory has no intrinsics, or a non-positive size.
         """
-        height = _check_size(height, "height")
-        width = _check_size(width, "width")
-        if self.K is None or self.height is None or self.width is None:
-            raise ValueError("self: trajectory has no intrinsics to resize; call with_intrinsics() first")
+        height, width = self._target_size(height, width)
         K = self.K.clone()
         K[:, 0] = K[:, 0] * (width / self.width)
         K[:, 1] = K[:, 1] * (height / self.height)
-        return CameraTrajectory._unchecked(self.w2c.clone(), K, height, width)
+        out = self._like(self.w2c.clone(), K, height, width)
+        out.fov_intrinsics = self.fov_intrinsics and not self._changes_aspect(height, width)
+        return out
+
+    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+        """Checked ``(height, width)`` to bring the intrinsics to (raises without intrinsics)."""
+        if self.K is None or self.height is None or self.width is None:
+            raise ValueError("self: trajectory has no intrinsics to resize; call with_intrinsics() first")
+        return _check_size(height, "height"), _check_size(width, "width")
+
+    def _changes_aspect(self, height: int, width: int) -> bool:
+        assert self.height is not None and self.width is not None
+        return abs((width / height) / (self.width / self.height) - 1.0) > _ASPECT_RTOL
+
+    def at_size(self, height: int, width: int) -> CameraTrajectory:
+        """The trajectory for images of ``(height, width)`` pixels, keeping square pixels where it can.
+
+        * Same size: ``self``.
+        * Field-of-view intrinsics (:attr:`fov_intrinsics`: presets, ``fov_deg`` constructors):
+          rebuilt for the new size with the same horizontal field of view and the same pixel aspect
+          (``fx`` and ``fy`` both times ``width / self.width``), the principal point at the same
+          relative position.
+        * Pixel intrinsics (from a file: they describe one image): :meth:`resized`, the K of that
+          image stretched to the new size; a warning says when the aspect ratio changes (the pixels
+          are no longer square: the image is distorted).
+
+        Raises:
+            ValueError: the trajectory has no intrinsics, or a non-positive size.
+        """
+        height, width = self._target_size(height, width)
+        if (height, width) == (self.height, self.width):
+            return self
+        if not self._changes_aspect(height, width):
+            return self.resized(height, width)
+        if self.fov_intrinsics:
+            s = width / self.width
+            K = self.K.clone()
+            K[:, 0, 0] = K[:, 0, 0] * s
+            K[:, 0, 1] = K[:, 0, 1] * s
+            K[:, 1, 1] = K[:, 1, 1] * s
+            K[:, 0, 2] = K[:, 0, 2] * (width / self.width)
+            K[:, 1, 2] = K[:, 1, 2] * (height / self.height)
+            return self._like(self.w2c.clone(), K, height, width)
+        out = self.resized(height, width)
+        logger.warning(
+            "camera intrinsics: the K of a %dx%d image is rescaled to %dx%d, another aspect ratio, so the pixels are "
+            "no longer square (fx=%.1f, fy=%.1f; the image is stretched). Generate at a size with the image's "
+            "aspect ratio (e.g. worldstereo.camera.assign_scale) or give intrinsics for the generation size",
+            self.width, self.height, width, height, float(out.K[0, 0, 0]), float(out.K[0, 1, 1]))  # type: ignore[index]
+        return out
 
     def with_intrinsics(self, K: Any = None, *, height: int, width: int, fov_deg: float = 60.0) -> CameraTrajectory:
-        """Same poses with new intrinsics.
+        """Same poses (and :attr:`units`) with new intrinsics.
 
         Args:
             K: (3, 3) or (N, 3, 3) pixel intrinsics of a (height, width) image; ``None`` builds
-                centred intrinsics with horizontal field of view ``fov_deg`` (:func:`intrinsics_from_fov`).
+                centred intrinsics with horizontal field of view ``fov_deg`` (:func:`intrinsics_from_fov`,
+                then :attr:`fov_intrinsics` is True).
             height, width: image size.
             fov_deg: horizontal field of view used when ``K`` is None.
         """
-        if K is None:
+        from_fov = K is None
+        if from_fov:
             K = intrinsics_from_fov(height, width, fov_deg, dtype=self.w2c.dtype, device=self.w2c.device)
-        return CameraTrajectory(self.w2c, K, height, width)
+        return CameraTrajectory(self.w2c, K, height, width, units=self.units, fov_intrinsics=from_fov)
 
     def relative_to(self, index: int = 0) -> CameraTrajectory:
         """Re-express poses in the frame of camera ``index`` (that camera becomes the identity):
         ``w2c_i' = w2c_i @ c2w_index``."""
         ref = self.c2w[index]
-        return CameraTrajectory._unchecked(self.w2c @ ref, self.K, self.height, self.width)
+        return self._like(self.w2c @ ref, self.K)
+
+    # ------------------------------------------------------------------ scale
+    def scaled(self, factor: float) -> CameraTrajectory:
+        """Scale the motion about the condition view (frame 0) by ``factor``, keeping every rotation.
+
+        Camera ``i``'s pose relative to frame 0 (``w2c_i @ c2w_0``) keeps its rotation and gets its
+        translation multiplied by ``factor``; frame 0 is unchanged. For a trajectory that starts at
+        the identity (every preset) this multiplies every translation (and camera centre) by
+        ``factor``. Scaling a preset built for a median depth of 1.0 by ``m`` gives the same preset
+        built for median depth ``m`` (focus points and radii included).
+
+        Raises:
+            ValueError: ``factor`` not a finite number > 0.
+        """
+        if isinstance(factor, bool) or not isinstance(factor, (int, float, np.floating, np.integer)) or \
+                not math.isfinite(float(factor)) or float(factor) <= 0:
+            raise ValueError(f"factor: expected a finite number > 0, got {factor!r}")
+        w2c = self.w2c.double()
+        w2c0 = w2c[0]
+        rel = w2c @ _invert_rigid(w2c0)
+        rel[:, :3, 3] = rel[:, :3, 3] * float(factor)
+        out = rel @ w2c0
+        out[0] = w2c0
+        return self._like(out.to(self.w2c.dtype), None if self.K is None else self.K.clone())
+
+    def in_scene_units(self, median_depth: float) -> CameraTrajectory:
+        """This trajectory in scene units, given the condition view's median depth in scene units.
+
+        A ``"median_depth"`` trajectory (a preset) is :meth:`scaled` by ``median_depth`` and
+        becomes ``"scene"``; a ``"scene"`` trajectory is returned unchanged.
+
+        Raises:
+            ValueError: ``median_depth`` not a finite number > 0.
+        """
+        if self.units == "scene":
+            return self
+        out = self.scaled(median_depth)
+        out.units = "scene"
+        return out
+
+    def fit_to_scene(self, points: Any, K: Any = None, *, height: int | None = None, width: int | None = None,
+                     **kwargs: Any) -> CameraTrajectory:
+        """Scale the motion (:meth:`scaled`, rotations kept) so that the point-cloud render keeps
+        a target coverage on every frame; see :func:`worldstereo.camera.fit.fit_trajectory` for
+        the options (``min_coverage``, default
+        :data:`~worldstereo.camera.fit.DEFAULT_MIN_COVERAGE`; ``max_scale``; renderer settings).
+
+        Args:
+            points: the scene in this trajectory's world frame: a
+                :class:`~worldstereo.geometry.PointCloud` or an (N, 3) / (N, 6) tensor / array.
+            K: (3, 3) or (N, 3, 3) pixel intrinsics of ``(height, width)`` images to render with
+                (default: the trajectory's own).
+            height, width: the image size ``K`` refers to (default: the trajectory's).
+
+        Returns:
+            The fitted trajectory, in scene units (a ``"median_depth"`` trajectory is first
+            converted with the median depth of ``points`` seen from frame 0).
+        """
+        from .fit import fit_trajectory
+
+        return fit_trajectory(self, points, K, height=height, width=width, **kwargs).trajectory
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -425,9 +599,10 @@ class CameraTrajectory:
             flip = _OPENGL_FLIP.to(P.device, P.dtype)
             P = P @ flip if convention.startswith("c2w") else flip @ P
         w2c = _invert_rigid(P) if convention.startswith("c2w") else P
-        if K is None and fov_deg is not None and height is not None and width is not None:
-            K = intrinsics_from_fov(height, width, fov_deg, dtype=w2c.dtype)
-        return cls(w2c, K, height, width)
+        from_fov = K is None and fov_deg is not None and height is not None and width is not None
+        if from_fov:
+            K = intrinsics_from_fov(height, width, fov_deg, dtype=w2c.dtype)  # type: ignore[arg-type]
+        return cls(w2c, K, height, width, fov_intrinsics=from_fov)
 
     @classmethod
     def look_at(cls, eyes: Any, targets: Any, up: Any = (0.0, -1.0, 0.0), *, K: Any = None,
@@ -452,9 +627,10 @@ class CameraTrajectory:
             if K is not None:
                 raise ValueError("height/width: required when K is given")
             return cls(w2c)
-        if K is None:
+        from_fov = K is None
+        if from_fov:
             K = intrinsics_from_fov(height, width, fov_deg, dtype=w2c.dtype)  # type: ignore[arg-type]
-        return cls(w2c, K, height, width)
+        return cls(w2c, K, height, width, fov_intrinsics=from_fov)
 
     @classmethod
     def preset(cls, name: str, **kwargs: Any) -> CameraTrajectory:
@@ -474,7 +650,8 @@ class CameraTrajectory:
     @classmethod
     def forward(cls, distance: float = 2.0, num_frames: int = 16, *, height: int = 512, width: int = 512,
                 fov_deg: float = 60.0) -> CameraTrajectory:
-        """Move along the camera's +z (viewing direction) by ``distance`` scene units in total."""
+        """Move along the camera's +z (viewing direction) by ``distance`` median depths in total
+        (units ``"median_depth"``, as every preset)."""
         from .presets import translate
 
         return translate((0.0, 0.0, 1.0), distance, num_frames, height=height, width=width, fov_deg=fov_deg)

@@ -20,8 +20,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "bounded_float", "bounded_int", "final_path", "output_path", "parse_key_values",
-           "positive_float", "positive_int"]
+__all__ = ["UsageError", "add_fit_option", "bounded_float", "bounded_int", "final_path", "output_path",
+           "parse_key_values", "positive_float", "positive_int"]
+
+#: default of ``--fit-trajectory`` without a value (= ``worldstereo.camera.fit.DEFAULT_MIN_COVERAGE``,
+#: kept literal so that ``--help`` does not import torch)
+FIT_DEFAULT_COVERAGE = 0.5
 
 
 class UsageError(ValueError):
@@ -104,6 +108,15 @@ def final_path(args: argparse.Namespace, path: str | Path, attr: str = "out") ->
         return Path(target) / p.relative_to(Path(getattr(args, attr)))
     except ValueError:
         return p
+
+
+def add_fit_option(parser: argparse.ArgumentParser) -> None:
+    """``--fit-trajectory [MIN_COVERAGE]`` (``render``, ``demo``, ``generate``, ``multi-view``)."""
+    parser.add_argument(
+        "--fit-trajectory", nargs="?", const=FIT_DEFAULT_COVERAGE, default=None, type=bounded_float(0.0, 1.0),
+        metavar="MIN_COVERAGE",
+        help="scale each trajectory's motion (rotations kept) so that the point-cloud render covers at least "
+             f"MIN_COVERAGE of every frame (default {FIT_DEFAULT_COVERAGE}); the motion only shrinks")
 
 
 def _parse_scalar(text: str) -> Any:

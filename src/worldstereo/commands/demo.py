@@ -16,13 +16,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worldstereo.commands import UsageError, bounded_float, bounded_int, final_path, parse_key_values
+from worldstereo.commands import UsageError, add_fit_option, bounded_float, bounded_int, final_path, parse_key_values
 from worldstereo.commands.render import (
     MAX_FOV,
     MAX_SIDE,
     add_render_options,
+    fit_to_cloud,
+    lift_condition_view,
     preset_trajectory,
     write_render_inputs,
+    write_render_summary,
 )
 
 __all__ = ["register", "run", "make_contact_sheet"]
@@ -108,6 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--sheet-columns", type=bounded_int(1, 64), default=6,
                    help="frames shown in contact_sheet.png (at most 64)")
     add_render_options(p)
+    add_fit_option(p)
     p.set_defaults(func=run)
     return p
 
@@ -143,19 +147,27 @@ def run(args: argparse.Namespace) -> int:
     traj = preset_trajectory(args.trajectory, num_frames, args.height, args.width, args.fov, median, preset_args)
     if not torch.allclose(traj.w2c[0].double(), torch.eye(4, dtype=torch.float64), atol=1e-6):
         raise UsageError(f"--trajectory: preset {args.trajectory!r} does not start at the identity pose")
+    points = lift_condition_view(image, depth, traj)
+    scale = 1.0
+    if args.fit_trajectory is not None:
+        traj, scale = fit_to_cloud(traj, points, args.fit_trajectory, point_radius=args.point_radius,
+                                   points_per_pixel=args.points_per_pixel)
     lo = torch.tensor(scene.room_min) + 0.05
     hi = torch.tensor(scene.room_max) - 0.05
     centers = traj.centers.float()
     if not bool(((centers > lo) & (centers < hi)).all()):
         raise UsageError(f"--trajectory: this trajectory leaves the demo room (x, y, z within {scene.room_min} .. "
-                         f"{scene.room_max}, median depth {median:.2f}); use smaller --preset-arg distances")
+                         f"{scene.room_max}, median depth {median:.2f}; preset distances are in median depths); use "
+                         "smaller --preset-arg distances or --fit-trajectory")
     logger.info("demo scene seed %d: %dx%d, median depth %.3f, trajectory %s (%d frames)", args.seed,
                 args.height, args.width, median, args.trajectory, num_frames)
     result = write_render_inputs(
         args.out, image, depth, traj, fps=args.fps, point_radius=args.point_radius,
         points_per_pixel=args.points_per_pixel, progress=False if args.no_progress else None,
-        extra_json={"type": f"demo-{args.trajectory}", "scene_seed": args.seed},
+        extra_json={"type": f"demo-{args.trajectory}", "scene_seed": args.seed}, points=points,
     )
+    write_render_summary(result, trajectory=args.trajectory, median_depth=median, fit_scale=scale,
+                         fit_min_coverage=args.fit_trajectory)
     cols = sorted({round(i * (num_frames - 1) / max(args.sheet_columns - 1, 1)) for i in range(args.sheet_columns)})
     cols = [c for c in cols if c < num_frames]
     from tqdm.auto import tqdm
@@ -182,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         "median_depth": median,
         "num_points": result.num_points,
         "coverage": result.coverage,
+        "fit_scale": scale,
         "sheet_frames": cols,
         "psnr_covered_vs_exact": {str(c): (None if not math.isfinite(p) else p) for c, p in zip(cols, psnr)},
         "seconds": time.perf_counter() - t0,

@@ -6,6 +6,8 @@ Writes into ``--out``:
 * ``render.mp4`` / ``render_mask.mp4`` — the ControlNet inputs that were used: the geometric memory
   rendered along the trajectory (holes mid-grey, frame 0 = the condition image) and its hole mask
   (white = hole);
+* ``depths.npz`` — the z-depth of every render frame (``depth`` (T, H, W), 0 where there is none;
+  ``hole_mask`` (T, H, W) bool), which ``worldstereo reconstruct`` reads from this folder;
 * ``camera.json`` — the trajectory in the reference format, intrinsics in pixels of the generated
   size (``width``/``height`` keys);
 * ``image.png`` — the condition image at the generated size;
@@ -14,7 +16,8 @@ Writes into ``--out``:
   memory variants only;
 * ``points.ply`` — the geometric memory (global point cloud) after the update;
 * ``summary.json`` — :meth:`~worldstereo.pipeline.GenerationRecord.summary` (variant, steps,
-  transformer calls, guidance, seed, references, timings) plus the model and the inputs.
+  transformer calls, guidance, seed, references, per-frame render ``coverage``, ``median_depth``,
+  timings) plus the model, the inputs and the ``--fit-trajectory`` scale.
 
 The helpers here (:func:`add_generation_options`, :func:`prepare_generation`,
 :func:`write_video_outputs`, ...) are shared with ``worldstereo multi-view``.
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from worldstereo.commands import (
     UsageError,
+    add_fit_option,
     bounded_float,
     bounded_int,
     final_path,
@@ -177,6 +181,7 @@ def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: b
                      help="pick the fastest memory tier whose expected peak fits GB of accelerator memory")
     parser.add_argument("--fps", type=bounded_int(1, MAX_FPS), default=16,
                         help="frame rate of the written videos (default 16)")
+    add_fit_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_parallel_options(parser)
 
@@ -197,6 +202,8 @@ class GenerationSetup:
         steps, guidance: values passed to ``generate_video``.
         device, dtype: where the model runs.
         timings: seconds spent in ``load_model`` and ``depth``.
+        median_depth: the condition view's median depth (scene units; presets are scaled by it).
+        fit_scales: per trajectory, the factor ``--fit-trajectory`` applied to its motion (1.0 = none).
     """
 
     model: Any
@@ -211,6 +218,8 @@ class GenerationSetup:
     device: str
     dtype: str
     timings: dict[str, float] = field(default_factory=dict)
+    median_depth: float = 1.0
+    fit_scales: list[float] = field(default_factory=list)
     memory_tier: str | None = None
 
     def generation_kwargs(self, args: argparse.Namespace) -> dict[str, Any]:
@@ -453,9 +462,35 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
                            preset_args=preset_args if not Path(spec).exists() else None)
         for spec in specs
     ]
+    fit_scales = [1.0] * len(trajectories)
+    if args.fit_trajectory is not None:
+        trajectories, fit_scales = _fit_trajectories(args, specs, trajectories, image, pred, model)
     return GenerationSetup(model=model, image=image, height=height, width=width, trajectories=trajectories,
                            depth_estimator=estimator, depth_source=source, steps=steps, guidance=guidance,
-                           device=device, dtype=dtype_name, timings=timings, memory_tier=memory_tier_of(model))
+                           device=device, dtype=dtype_name, timings=timings, memory_tier=memory_tier_of(model),
+                           median_depth=median,
+                           fit_scales=fit_scales)
+
+
+def _fit_trajectories(args: argparse.Namespace, specs: list[str], trajectories: list[Any], image: Tensor, pred: Any,
+                      model: Any) -> tuple[list[Any], list[float]]:
+    """``--fit-trajectory``: every trajectory fitted to the condition view's point cloud, lifted at the
+    generated size as the pipeline lifts it, with the model's renderer settings."""
+    from worldstereo.commands.render import fit_to_cloud, lift_condition_view
+    from worldstereo.io.image import resize_image
+
+    h, w = trajectories[0].height, trajectories[0].width
+    depth = resize_image(pred.depth[None].float().cpu(), h, w, mode="nearest")[0]
+    valid = resize_image(pred.valid_mask[None].float().cpu(), h, w, mode="nearest")[0] > 0.5
+    points = lift_condition_view(resize_image(image, h, w).clamp(0, 1), depth * valid, trajectories[0], valid)
+    config = getattr(model, "global_memory_config", {}) or {}
+    kw = {k: config[k] for k in ("point_radius", "points_per_pixel") if k in config}
+    fitted, scales = [], []
+    for spec, trajectory in zip(specs, trajectories):
+        t, scale = fit_to_cloud(trajectory, points, args.fit_trajectory, what=f"--trajectory {spec}", **kw)
+        fitted.append(t)
+        scales.append(scale)
+    return fitted, scales
 
 
 def load_model(args: argparse.Namespace, device: str, dtype_name: str) -> tuple[Any, float]:
@@ -507,8 +542,9 @@ def sampling_settings(args: argparse.Namespace, model: Any) -> tuple[int, float]
 # --------------------------------------------------------------------------------------- output
 def write_video_outputs(out: Path, suffix: str, frames: Tensor, record: Any, trajectory: Any, *, fps: int,
                         extra_json: dict[str, Any] | None = None) -> dict[str, str]:
-    """Write ``video{suffix}.mp4``, ``render{suffix}.mp4``, ``render_mask{suffix}.mp4`` and
-    ``camera{suffix}.json`` (each atomically) and return their names by kind.
+    """Write ``video{suffix}.mp4``, ``render{suffix}.mp4``, ``render_mask{suffix}.mp4``,
+    ``depths{suffix}.npz`` (the render's depth, see :func:`~worldstereo.commands.render.write_depths`)
+    and ``camera{suffix}.json`` (each atomically) and return their names by kind.
 
     Args:
         out: existing output folder.
@@ -518,6 +554,8 @@ def write_video_outputs(out: Path, suffix: str, frames: Tensor, record: Any, tra
         trajectory: its trajectory, K in pixels of (H, W).
     """
     from worldstereo.io.video import write_video
+
+    from worldstereo.commands.render import write_depths
 
     files = {
         "video": f"video{suffix}.mp4",
@@ -530,6 +568,9 @@ def write_video_outputs(out: Path, suffix: str, frames: Tensor, record: Any, tra
         write_video(out / files["render"], record.render_video.clamp(0, 1), fps=fps)
     if record.render_mask is not None:
         write_video(out / files["render_mask"], record.render_mask.clamp(0, 1).expand(-1, 3, -1, -1), fps=fps)
+    if record.render_depth is not None and record.render_mask is not None:
+        files["depths"] = f"depths{suffix}.npz"
+        write_depths(out / files["depths"], record.render_depth, record.render_mask)
     trajectory.to_reference_json(out / files["camera"], extra=extra_json)
     return files
 
@@ -583,6 +624,8 @@ def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str
         "prompt": args.prompt,
         "negative_prompt": args.negative_prompt,
         "depth": setup.depth_source,
+        "median_depth": setup.median_depth,
+        "fit_trajectory": args.fit_trajectory,
         "fov": args.fov,
         "fps": args.fps,
     }
@@ -609,9 +652,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="generate a camera-controlled video from IMAGE along a trajectory, or run a reference inputs folder",
         description=(
             "Generate a video from IMAGE along a camera trajectory with a WorldStereo model. Writes video.mp4, "
-            "render.mp4 + render_mask.mp4 (the ControlNet inputs, mask white = hole), camera.json (reference "
-            "format at the generated size), image.png, memory_bank/ (memory variants), points.ply and "
-            "summary.json into --out. With --inputs FOLDER (instead of IMAGE and --trajectory) it runs a folder "
+            "render.mp4 + render_mask.mp4 (the ControlNet inputs, mask white = hole), depths.npz (the render's "
+            "depth), camera.json (reference format at the generated size), image.png, memory_bank/ (memory "
+            "variants), points.ply and summary.json (with the per-frame render coverage) into --out. With --inputs "
+            "FOLDER (instead of IMAGE and --trajectory) it runs a folder "
             "in the reference implementation's example layout as the reference scripts would: images/<scene> "
             "(one trajectory rendered from the image's depth), reconstruction/<scene> and panorama/<scene> "
             "(the folder's own render.mp4 / render_mask.mp4 per trajectory with one shared frame bank; video_NN.mp4 "
@@ -676,6 +720,7 @@ def generate_one(args: argparse.Namespace, inputs_note: dict[str, Any] | None = 
     summary.update(record.summary())
     summary.update({
         "trajectory": args.trajectory,
+        "fit_scale": setup.fit_scales[0],
         "num_frames": len(trajectory),
         "num_points": mem_info["num_points"],
         "memory_bank_size": mem_info["memory_bank_size"],

@@ -118,7 +118,7 @@ def run_inputs_folder(args: argparse.Namespace) -> int:
         note.update(image=str(inputs.image), camera=str(inputs.camera),
                     prompt=("--prompt" if prompt_override else f"{inputs.prompt_file} ['long caption']"))
         return generate_one(args, inputs_note=note)
-    for option in ("depth", "depth_model", "depth_scale", "fov", "preset_arg"):
+    for option in ("depth", "depth_model", "depth_scale", "fov", "preset_arg", "fit_trajectory"):
         if getattr(args, option, None) is not None:
             flag = "--" + option.replace("_", "-")
             raise UsageError(f"{flag}: not used by {inputs.kind} inputs (their renders are given); drop it")

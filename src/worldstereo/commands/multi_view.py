@@ -7,12 +7,14 @@ sees the point cloud and the frame bank updated by the earlier ones. Writes into
 * ``video_00.mp4``, ``video_01.mp4``, ... — the generated videos;
 * ``render_00.mp4`` / ``render_mask_00.mp4``, ... — the ControlNet inputs of each video (holes grey
   / mask white = hole);
+* ``depths_00.npz``, ... — the z-depth of each render (``depth`` (T, H, W), ``hole_mask``);
 * ``camera_00.json``, ... — each trajectory in the reference format at the generated size;
 * ``image.png`` — the condition image at the generated size;
 * ``memory_bank/`` — the final spatial memory (WorldMirror layout), memory variants only;
 * ``points.ply`` — the final geometric memory;
 * ``summary.json`` — model and inputs, plus ``videos``: one entry per video
-  (:meth:`~worldstereo.pipeline.GenerationRecord.summary`, trajectory, frame count, files).
+  (:meth:`~worldstereo.pipeline.GenerationRecord.summary` with the per-frame render ``coverage``,
+  trajectory, fit scale, frame count, files).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=(
             "Generate one video per --trajectory from IMAGE, in order, with one shared scene memory (each video "
             "sees the point cloud and frame bank of the earlier ones). Writes video_NN.mp4, render_NN.mp4, "
-            "render_mask_NN.mp4, camera_NN.json, image.png, the final memory_bank/ (memory variants), "
+            "render_mask_NN.mp4, depths_NN.npz, camera_NN.json, image.png, the final memory_bank/ (memory variants), "
             "points.ply and summary.json into --out."
         ),
     )
@@ -85,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         files = write_video_outputs(out, f"_{i:02d}", frames, record, trajectory, fps=args.fps,
                                     extra_json={"trajectory": spec, "video_index": i})
         write_time += time.perf_counter() - t1
-        entry = {"index": i, "trajectory": spec, "num_frames": len(trajectory), **record.summary(),
-                 "files": files}
+        entry = {"index": i, "trajectory": spec, "fit_scale": setup.fit_scales[i], "num_frames": len(trajectory),
+                 **record.summary(), "files": files}
         videos.append(entry)
     if not writer:
         return 0

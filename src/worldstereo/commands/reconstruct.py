@@ -1,9 +1,16 @@
-"""``worldstereo reconstruct``: 3D reconstruction of posed frames (a folder of images or a video).
+"""``worldstereo reconstruct``: 3D reconstruction of posed frames (a folder of images, a video, or
+an output folder of ``demo`` / ``render`` / ``generate`` / ``multi-view``).
 
 Writes into ``--out``: ``points.ply`` (fused points), ``mesh.glb`` (``--method mesh``),
 ``gaussians.ply`` (``--method neural_field``), ``nerfstudio/transforms.json``, ``colmap/`` (text
 model), ``worldmirror/cameras.json`` (each with the frames as images), ``viewer.html`` (static viewer)
 and ``metrics.json`` (quality metrics).
+
+An output folder is recognised by its ``camera.json`` (or ``camera_00.json``, ``camera_01.json`` ...
+of ``multi-view``): the frames are ``video.mp4`` (``generate``) or ``render.mp4`` (``render`` /
+``demo``), one per camera file, the cameras those files and the depth ``depths.npz`` (the render's
+depth, holes excluded), so no depth model and no network are needed; several videos of one
+``multi-view`` folder share one world frame and are reconstructed together.
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ import argparse
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from worldstereo.commands import UsageError, bounded_int, final_path, output_path, positive_float
 
-__all__ = ["load_cameras", "load_depth_input", "load_frames", "register", "run"]
+__all__ = ["OutputFolderVideo", "find_output_folder_videos", "load_cameras", "load_depth_input", "load_frames",
+           "register", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +37,31 @@ DEPTH_SUFFIXES = (".npy", ".npz", ".png", ".exr", ".pfm")
 MAX_FRAMES = 10_000
 MAX_FIELD_ITERATIONS = 100_000
 
+_DESCRIPTION = (
+    "3D reconstruction of posed frames. INPUT is a folder of frames (sorted by name), a video file, or an output "
+    "folder of demo, render, generate or multi-view: then its video (video.mp4, else render.mp4; video_NN.mp4 of "
+    "multi-view), cameras (camera.json / camera_NN.json) and render depth (depths.npz) are used, so neither "
+    "--cameras nor a depth model is needed. Writes points.ply, mesh.glb (--method mesh), gaussians.ply (--method "
+    "neural_field), nerfstudio/transforms.json, colmap/, worldmirror/, viewer.html and metrics.json into --out."
+)
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``reconstruct`` sub-command."""
     p = subparsers.add_parser(
         "reconstruct", help="3D reconstruction (point cloud / mesh / neural field) of posed frames",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="folder of frames (sorted by name) or a video file")
-    p.add_argument("--cameras", required=True,
+        description=_DESCRIPTION)
+    p.add_argument("input", help="folder of frames (sorted by name), a video file, or an output folder of demo / "
+                                 "render / generate / multi-view")
+    p.add_argument("--cameras", default=None,
                    help="camera file: our trajectory .json/.npz, reference camera.json, transforms.json, "
-                        "WorldMirror cameras.json, RealEstate10K .txt, or a COLMAP text-model folder")
+                        "WorldMirror cameras.json, RealEstate10K .txt, or a COLMAP text-model folder (default for an "
+                        "output folder: its camera.json; required otherwise)")
     p.add_argument("--method", choices=("point_cloud", "mesh", "neural_field"), default="point_cloud")
     p.add_argument("--depth", default=None,
                    help="per-frame depth: a (T,H,W) .npy/.npz, a folder of per-frame depth files, or a depth "
-                        "model id / 'moge' (default: the library's default depth model)")
+                        "model id / 'moge' (default: the output folder's depths.npz, else the library's default "
+                        "depth model)")
     p.add_argument("--out", required=True, type=output_path, help="output folder")
     p.add_argument("--scale-anchor", choices=("first", "cameras"), default="first",
                    help="what fixes the depth scale: frame 0 (default) or the camera baselines")
@@ -54,6 +74,42 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="device for a depth model (default: auto)")
     p.set_defaults(func=run)
     return p
+
+
+@dataclass
+class OutputFolderVideo:
+    """One video of an output folder: its frames, cameras and render depth (None when absent)."""
+
+    video: Path
+    cameras: Path
+    depths: Path | None
+
+
+def find_output_folder_videos(folder: Path) -> list[OutputFolderVideo] | None:
+    """The videos of an output folder of ``demo`` / ``render`` / ``generate`` (``camera.json``) or
+    ``multi-view`` (``camera_NN.json``), in order; None when ``folder`` is not one.
+
+    Raises:
+        UsageError: a camera file without its video.
+    """
+    if not folder.is_dir():
+        return None
+    if (folder / "camera.json").is_file():
+        suffixes = [""]
+    else:
+        suffixes = [p.stem[len("camera"):] for p in sorted(folder.glob("camera_[0-9][0-9].json"))]
+        if not suffixes:
+            return None
+    found = []
+    for suffix in suffixes:
+        video = next((folder / f"{kind}{suffix}.mp4" for kind in ("video", "render")
+                      if (folder / f"{kind}{suffix}.mp4").is_file()), None)
+        if video is None:
+            raise UsageError(f"input: {str(folder)!r} has camera{suffix}.json but neither video{suffix}.mp4 nor "
+                             f"render{suffix}.mp4")
+        depths = folder / f"depths{suffix}.npz"
+        found.append(OutputFolderVideo(video, folder / f"camera{suffix}.json", depths if depths.is_file() else None))
+    return found
 
 
 def load_frames(path: Path) -> Any:
@@ -127,6 +183,41 @@ def load_cameras(path: Path, height: int, width: int) -> Any:
     return load_trajectory_file(path, image_size=(height, width), option="--cameras")
 
 
+def _read_depth_array(p: Path, num_frames: int) -> Any:
+    """(T,H,W) float32 depth of a .npy, or of a .npz (its ``depth`` array, else the first; a
+    ``hole_mask`` next to ``depth``, as in the ``depths.npz`` the commands write, zeroes the holes).
+
+    Raises:
+        UsageError: not a numeric (T,H,W) array, or not ``num_frames`` maps.
+        InputFileError: an unreadable file (names the file).
+    """
+    import numpy as np
+    import torch
+
+    from worldstereo.io.errors import InputFileError
+    from worldstereo.io.files import load_npy, load_npz
+
+    if p.suffix.lower() == ".npy":
+        arr = load_npy(p, "--depth")
+    else:
+        arrays = load_npz(p, "--depth")
+        if not arrays:
+            raise InputFileError(p, "the archive holds no array; expected a (T,H,W) depth array", field="--depth")
+        arr = arrays["depth"] if "depth" in arrays else arrays[sorted(arrays)[0]]
+        holes = arrays.get("hole_mask") if "depth" in arrays else None
+        if holes is not None:
+            if holes.shape != arr.shape:
+                raise UsageError(f"--depth: {str(p)!r} has a hole_mask of shape {tuple(holes.shape)} for depth of "
+                                 f"shape {tuple(arr.shape)}")
+            arr = np.where(np.asarray(holes).astype(bool), 0, arr)
+    if arr.dtype.kind not in "uif" or arr.ndim != 3:
+        raise UsageError(f"--depth: {str(p)!r} must hold a numeric (T,H,W) array; got {arr.dtype} of shape "
+                         f"{tuple(arr.shape)}")
+    if arr.shape[0] != num_frames:
+        raise UsageError(f"--depth: {str(p)!r} holds {arr.shape[0]} depth maps but there are {num_frames} frames")
+    return torch.as_tensor(np.asarray(arr, dtype=np.float32))
+
+
 def load_depth_input(spec: str | None, num_frames: int, device: str | None) -> Any:
     """(T,H,W) depth tensor from a file / folder, or a depth estimator from a model spec.
 
@@ -135,10 +226,7 @@ def load_depth_input(spec: str | None, num_frames: int, device: str | None) -> A
         UsageError: a wrong number of depth maps or a wrong array shape.
         InputFileError: an unreadable depth file (names the file).
     """
-    import numpy as np
     import torch
-
-    from worldstereo.io.errors import InputFileError
 
     if spec is not None:
         p = Path(spec)
@@ -150,23 +238,7 @@ def load_depth_input(spec: str | None, num_frames: int, device: str | None) -> A
                 raise UsageError(f"--depth: folder has {len(files)} depth files but there are {num_frames} frames")
             return torch.stack([torch.as_tensor(load_depth(f, name=f"--depth {f.name}")).float() for f in files])
         if p.suffix.lower() in (".npy", ".npz"):
-            from worldstereo.io.files import load_npy, load_npz
-
-            if p.suffix.lower() == ".npy":
-                arr = load_npy(p, "--depth")
-            else:
-                arrays = load_npz(p, "--depth")
-                if not arrays:
-                    raise InputFileError(p, "the archive holds no array; expected a (T,H,W) depth array",
-                                         field="--depth")
-                arr = arrays["depth"] if "depth" in arrays else arrays[sorted(arrays)[0]]
-            if arr.dtype.kind not in "uif" or arr.ndim != 3:
-                raise UsageError(f"--depth: {str(p)!r} must hold a numeric (T,H,W) array; got {arr.dtype} of shape "
-                                 f"{tuple(arr.shape)}")
-            if arr.shape[0] != num_frames:
-                raise UsageError(f"--depth: {str(p)!r} holds {arr.shape[0]} depth maps but there are {num_frames} "
-                                 "frames")
-            return torch.as_tensor(np.asarray(arr, dtype=np.float32))
+            return _read_depth_array(p, num_frames)
         if p.suffix.lower() in DEPTH_SUFFIXES:
             raise UsageError(f"--depth: a single {p.suffix} depth file cannot describe {num_frames} frames; pass a "
                              "(T,H,W) .npy/.npz or a folder of per-frame depth files")
@@ -176,6 +248,37 @@ def load_depth_input(spec: str | None, num_frames: int, device: str | None) -> A
     from worldstereo.depth import get_depth_estimator
 
     return get_depth_estimator(spec, device=device) if spec is not None else get_depth_estimator(device=device)
+
+
+def _load_output_folder(videos: list[OutputFolderVideo], args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(frames, cameras, depth)`` of an output folder's videos, concatenated in order."""
+    import torch
+
+    from worldstereo.camera import CameraTrajectory
+
+    frames, cams, depths = [], [], []
+    for v in videos:
+        f = load_frames(v.video)
+        c = load_cameras(v.cameras, int(f.shape[-2]), int(f.shape[-1]))
+        if len(c) != len(f):
+            raise UsageError(f"input: {v.cameras.name} has {len(c)} cameras but {v.video.name} {len(f)} frames")
+        frames.append(f)
+        cams.append(c)
+        if args.depth is None and v.depths is not None:
+            depths.append(_read_depth_array(v.depths, len(f)))
+    names = ", ".join(v.video.name for v in videos)
+    if args.cameras is not None:
+        cameras = None  # replaced by --cameras below
+    else:
+        cameras = CameraTrajectory.cat(cams) if len(cams) > 1 else cams[0]
+    if args.depth is None and len(depths) == len(videos):
+        logger.info("reconstructing %s with the cameras and render depth of %s", names, videos[0].cameras.parent)
+        depth: Any = torch.cat(depths)
+    else:
+        if args.depth is None:
+            logger.info("%s: no depths.npz next to every video; estimating depth with the default model", names)
+        depth = None
+    return torch.cat(frames), cameras, depth
 
 
 def run(args: argparse.Namespace) -> int:
@@ -194,12 +297,23 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--formats: mesh exports need --method mesh")
         if "gaussians" in formats and args.method != "neural_field":
             raise UsageError("--formats: 'gaussians' needs --method neural_field")
-    frames = load_frames(Path(args.input))
+    videos = find_output_folder_videos(Path(args.input))
+    depth = None
+    if videos is not None:
+        frames, cams, depth = _load_output_folder(videos, args)
+    else:
+        if args.cameras is None:
+            raise UsageError("--cameras: required unless INPUT is an output folder of demo / render / generate / "
+                             "multi-view (one with camera.json)")
+        frames = load_frames(Path(args.input))
+        cams = None
     T, _, H, W = frames.shape
-    cams = load_cameras(Path(args.cameras), H, W)
+    if args.cameras is not None:
+        cams = load_cameras(Path(args.cameras), H, W)
     if len(cams) != T:
         raise UsageError(f"--cameras: {len(cams)} cameras but the input has {T} frames")
-    depth = load_depth_input(args.depth, T, args.device)
+    if depth is None:
+        depth = load_depth_input(args.depth, T, args.device)
     rec = reconstruct(frames, cams, args.method, depth, voxel_size=args.voxel_size, scale_anchor=args.scale_anchor,
                       field_iterations=args.field_iterations)
     out = Path(args.out)

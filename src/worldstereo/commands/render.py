@@ -10,13 +10,19 @@ Writes exactly the inputs the reference pipelines read, into ``--out``:
   in pixels of ``image.png``, ``width``, ``height``);
 * ``points.ply`` — the lifted point cloud (world = frame-0 camera when the trajectory starts at
   the identity);
-* ``depth.npy`` — the z-depth of the condition view used for lifting (0 = invalid).
+* ``depth.npy`` — the z-depth of the condition view used for lifting (0 = invalid);
+* ``depths.npz`` — the z-depth of every render frame, ``depth`` (T, H, W) with 0 where there is
+  none, and ``hole_mask`` (T, H, W) bool (as ``render_mask.mp4``): what ``worldstereo
+  reconstruct`` reads from this folder;
+* ``summary.json`` — per-frame ``coverage`` (share of non-hole pixels), the scene's
+  ``median_depth``, the fit scale of ``--fit-trajectory``, point count and the files.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from worldstereo.commands import (
     UsageError,
+    add_fit_option,
     bounded_float,
     bounded_int,
     output_path,
@@ -39,7 +46,11 @@ __all__ = [
     "load_trajectory_file",
     "resolve_trajectory",
     "preset_trajectory",
+    "lift_condition_view",
+    "fit_to_cloud",
+    "write_depths",
     "write_render_inputs",
+    "write_render_summary",
 ]
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
@@ -125,10 +136,11 @@ def load_trajectory_file(path: Path, *, image_size: tuple[int, int] | None = Non
 
 def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_deg: float,
                       median_depth: float = 1.0, overrides: dict[str, Any] | None = None) -> Any:
-    """A preset scaled to the scene: focus distances (``depth``, ``focus_depth``, ``subject_depth``)
-    default to the condition view's median depth, and the loop radii of ``eloop``/``spiral`` are
-    multiplied by it (reference: eloop radii = (0.3, 0.4) x median depth). Translation distances keep
-    their preset defaults (scene units). ``overrides`` (e.g. ``{"distance": 0.5}``) win.
+    """A preset in scene units: every preset length (``distance``, ``radius``, focus ``depth`` ...,
+    defaults and ``overrides`` alike, e.g. ``{"distance": 0.5}``) is in median depths of the
+    condition view and is multiplied by ``median_depth`` (:meth:`CameraTrajectory.in_scene_units`).
+    Focus points therefore sit on the typical surface and loop radii follow the reference
+    (eloop radii = (0.3, 0.4) x median depth).
 
     Raises:
         UsageError: unknown preset or keyword.
@@ -138,26 +150,20 @@ def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_d
     if name not in PRESET_NAMES:
         raise UsageError(f"--trajectory: {name!r} is neither an existing file nor a preset; presets: "
                          f"{', '.join(PRESET_NAMES)}")
-    fn = getattr(CameraTrajectory, name)
-    params = inspect.signature(fn).parameters
+    params = inspect.signature(getattr(CameraTrajectory, name)).parameters
     kw: dict[str, Any] = {"num_frames": num_frames, "height": height, "width": width, "fov_deg": fov_deg}
-    for key in ("depth", "focus_depth", "subject_depth"):
-        if key in params:
-            kw[key] = median_depth
-    for key in ("radius", "radius_x", "radius_y"):
-        if key in params and params[key].default is not inspect.Parameter.empty:
-            kw[key] = float(params[key].default) * median_depth
     for key, value in (overrides or {}).items():
         if key not in params:
             allowed = sorted(k for k in params if k not in ("num_frames", "height", "width", "fov_deg"))
             raise UsageError(f"--preset-arg: preset {name!r} has no parameter {key!r}; it accepts {allowed}")
         kw[key] = value
     try:
-        return CameraTrajectory.preset(name, **kw)
+        preset = CameraTrajectory.preset(name, **kw)
     except (TypeError, ValueError, ArithmeticError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in (overrides or {}).items())
         raise UsageError(f"--preset-arg: preset {name!r} rejected its parameters{f' ({given})' if given else ''}: "
                          f"{' '.join(str(exc).split())}") from None
+    return preset.in_scene_units(median_depth)
 
 
 def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width: int, fov_deg: float | None,
@@ -168,8 +174,11 @@ def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width:
 
     Frame count: a preset is built with ``num_frames`` (default 16); a longer file is subsampled with
     the reference's ``linspace`` rule (81 -> 21 keeps 0, 4, ..., 80), a shorter one is interpolated.
-    Intrinsics: the file's (rescaled from the condition image's size), else the depth estimator's
-    predicted K when ``fov_deg`` is None, else a ``fov_deg`` (default 60) horizontal field of view.
+    Intrinsics: the file's (brought to the working size with
+    :meth:`~worldstereo.camera.CameraTrajectory.at_size`), else the depth estimator's predicted K
+    when ``fov_deg`` is None, else a ``fov_deg`` (default 60) horizontal field of view. Units: the
+    result is in scene units; presets (and files saved with ``units="median_depth"``) are scaled
+    by ``median_depth``, the condition view's median depth.
     """
     from worldstereo.camera import trajectory_subsample_linspace
 
@@ -179,7 +188,7 @@ def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width:
             raise UsageError(f"--trajectory: {spec!r} is a directory, expected a trajectory file or preset name")
         if preset_args:
             raise UsageError("--preset-arg: only applies to preset trajectories, not to files")
-        traj = load_trajectory_file(path, image_size=image_size)
+        traj = load_trajectory_file(path, image_size=image_size).in_scene_units(median_depth)
         n = len(traj)
         if num_frames is not None and num_frames != n:
             if num_frames < n:
@@ -195,9 +204,7 @@ def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width:
             return traj.with_intrinsics(predicted_K, height=height, width=width)
         return traj
     if traj.has_intrinsics:
-        if (traj.height, traj.width) != (height, width):
-            traj = traj.resized(height, width)
-        return traj
+        return traj.at_size(height, width)
     if predicted_K is not None and fov_deg is None:
         logger.info("intrinsics: using the depth estimator's predicted K")
         return traj.with_intrinsics(predicted_K, height=height, width=width)
@@ -207,39 +214,14 @@ def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width:
 
 
 # --------------------------------------------------------------------------------------- output
-def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, trajectory: Any, *,
-                        valid_mask: Tensor | None = None, fps: int = 16, point_radius: float = 0.008,
-                        points_per_pixel: int = 8, progress: bool | None = None,
-                        extra_json: dict[str, Any] | None = None) -> RenderResult:
-    """Lift ``depth`` of the condition view (frame 0), render the cloud along ``trajectory`` and write
-    ``image.png``, ``depth.npy``, ``points.ply``, ``render.mp4``, ``render_mask.mp4`` and ``camera.json``
-    (all atomically) into ``out_dir`` (created if needed).
-
-    Args:
-        out_dir: output folder.
-        image: ``(3, H, W)`` condition image in [0, 1] at the trajectory's size.
-        depth: ``(H, W)`` z-depth of the condition view in scene units (0 = invalid).
-        trajectory: ``CameraTrajectory`` with intrinsics for ``(H, W)``; frame 0 = condition view.
-        valid_mask: optional ``(H, W)`` bool of usable depth.
-        fps: video frame rate.
-        point_radius, points_per_pixel: point renderer settings.
-        progress: show a progress bar (None: only on a terminal).
-        extra_json: extra keys stored in ``camera.json`` (informational).
-
-    Returns:
-        :class:`RenderResult` with paths, point count and per-frame coverage.
+def lift_condition_view(image: Tensor, depth: Tensor, trajectory: Any, valid_mask: Tensor | None = None) -> Any:
+    """The point cloud of the condition view: ``depth`` (H, W) lifted with frame 0's camera of
+    ``trajectory`` (K for the (H, W) image) and coloured by ``image`` (3, H, W).
 
     Raises:
-        ValueError: size mismatch between image, depth and trajectory, or no valid depth.
+        ValueError: size mismatch, or no valid depth left.
     """
-    import numpy as np
-    import torch
-    from tqdm.auto import tqdm
-
     from worldstereo.geometry import lift_depth
-    from worldstereo.geometry.render import render_point_cloud
-    from worldstereo.io.image import save_image
-    from worldstereo.io.video import write_video
 
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image: expected (3,H,W), got shape {tuple(image.shape)}")
@@ -249,17 +231,105 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
     if not trajectory.has_intrinsics or (trajectory.height, trajectory.width) != (h, w):
         raise ValueError(f"trajectory: needs intrinsics for the {h}x{w} image, has "
                          f"{(trajectory.height, trajectory.width) if trajectory.has_intrinsics else 'none'}")
+    points = lift_depth(depth.float(), trajectory.K[0].float(), trajectory.w2c[0].float(), image.float(),
+                        valid_mask=valid_mask)
+    if len(points) == 0:
+        raise ValueError("depth: no valid depth left after lifting (all pixels invalid or filtered as edges)")
+    return points
+
+
+def fit_to_cloud(trajectory: Any, points: Any, min_coverage: float, *, point_radius: float = 0.008,
+                 points_per_pixel: int = 8, what: str = "--trajectory") -> tuple[Any, float]:
+    """``--fit-trajectory``: ``trajectory`` fitted to ``points`` (see
+    :func:`worldstereo.camera.fit.fit_trajectory`); returns ``(trajectory, scale)``."""
+    from worldstereo.camera import fit_trajectory
+
+    fit = fit_trajectory(trajectory, points, min_coverage=min_coverage, point_radius=point_radius,
+                         points_per_pixel=points_per_pixel)
+    if fit.scale != 1.0:
+        logger.info("%s: motion scaled by %.3g to keep %.0f%% of every frame covered (lowest now %.0f%%)", what,
+                    fit.scale, 100 * min_coverage, 100 * min(fit.coverage))
+    else:
+        logger.info("%s: already keeps %.0f%% of every frame covered; unchanged", what, 100 * min_coverage)
+    return fit.trajectory, fit.scale
+
+
+def write_depths(path: str | Path, depth: Tensor, hole_mask: Tensor) -> Path:
+    """Write ``depths.npz`` atomically: ``depth`` (T, H, W) float32 z-depth of each render frame in
+    scene units (0 where there is none) and ``hole_mask`` (T, H, W) bool (True = hole, as
+    ``render_mask.mp4``; frame 0, the condition view, has none).
+
+    Args:
+        depth: (T, 1, H, W) or (T, H, W) rendered z-depth (holes are zeroed here).
+        hole_mask: same shape, 1 = hole.
+    """
+    import numpy as np
+
+    from worldstereo.io.atomic import atomic_write
+
+    d = depth.detach().float().cpu()
+    m = hole_mask.detach().cpu() > 0.5
+    if d.ndim == 4:
+        d, m = d[:, 0], m[:, 0]
+    if d.shape != m.shape or d.ndim != 3:
+        raise ValueError(f"depth/hole_mask: expected matching (T,H,W), got {tuple(d.shape)} and {tuple(m.shape)}")
+    d = d.masked_fill(m, 0.0)
+    out = Path(path)
+    with atomic_write(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, depth=d.numpy().astype(np.float32), hole_mask=m.numpy())
+    return out
+
+
+def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, trajectory: Any, *,
+                        valid_mask: Tensor | None = None, fps: int = 16, point_radius: float = 0.008,
+                        points_per_pixel: int = 8, progress: bool | None = None,
+                        extra_json: dict[str, Any] | None = None, points: Any = None) -> RenderResult:
+    """Lift ``depth`` of the condition view (frame 0), render the cloud along ``trajectory`` and write
+    ``image.png``, ``depth.npy``, ``points.ply``, ``render.mp4``, ``render_mask.mp4``, ``depths.npz``
+    and ``camera.json`` (all atomically) into ``out_dir`` (created if needed).
+
+    Args:
+        out_dir: output folder.
+        image: ``(3, H, W)`` condition image in [0, 1] at the trajectory's size.
+        depth: ``(H, W)`` z-depth of the condition view in scene units (0 = invalid).
+        trajectory: ``CameraTrajectory`` in scene units with intrinsics for ``(H, W)``; frame 0 =
+            condition view.
+        valid_mask: optional ``(H, W)`` bool of usable depth.
+        fps: video frame rate.
+        point_radius, points_per_pixel: point renderer settings.
+        progress: show a progress bar (None: only on a terminal).
+        extra_json: extra keys stored in ``camera.json`` (informational).
+        points: the already lifted cloud (:func:`lift_condition_view`), to skip lifting again.
+
+    Returns:
+        :class:`RenderResult` with paths, point count and per-frame coverage (a warning names the
+        first frame below :data:`~worldstereo.geometry.coverage.LOW_COVERAGE_THRESHOLD`).
+
+    Raises:
+        ValueError: size mismatch between image, depth and trajectory, or no valid depth.
+    """
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from worldstereo.geometry.coverage import render_coverage, warn_low_coverage
+    from worldstereo.geometry.render import render_point_cloud
+    from worldstereo.io.image import save_image
+    from worldstereo.io.video import write_video
+
+    if points is None:
+        points = lift_condition_view(image, depth, trajectory, valid_mask)
+    h, w = int(image.shape[1]), int(image.shape[2])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     w2c = trajectory.w2c.float()
     K = trajectory.K.float()
-    points = lift_depth(depth.float(), K[0], w2c[0], image.float(), valid_mask=valid_mask)
-    if len(points) == 0:
-        raise ValueError("depth: no valid depth left after lifting (all pixels invalid or filtered as edges)")
     logger.info("lifted %d points from the %dx%d condition view", len(points), h, w)
 
     frames: list[Tensor] = []
     masks: list[Tensor] = []
+    depths: list[Tensor] = []
     n = len(trajectory)
     with tqdm(total=n, desc="render", unit="frame", disable=(None if progress is None else not progress),
               leave=False) as bar:
@@ -269,6 +339,7 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
                                    points_per_pixel=points_per_pixel)
             frames.append(r.image.cpu())
             masks.append(r.hole_mask.cpu())
+            depths.append(r.depth.cpu())
             bar.update(stop - start)
     video = torch.cat(frames).clamp(0, 1)
     hole = (torch.cat(masks) > 0.5).float()
@@ -276,7 +347,8 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
     video[0] = image.cpu().float().clamp(0, 1)
     hole[0] = 0.0
     video = torch.where(hole.bool().expand_as(video), torch.full_like(video, HOLE_GREY), video)
-    coverage = [float(1.0 - hole[i].mean()) for i in range(n)]
+    coverage = render_coverage(hole)
+    warn_low_coverage(coverage, what=f"render of {out}", log=logger)
 
     files = {
         "image": out / "image.png",
@@ -284,6 +356,7 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
         "points": out / "points.ply",
         "render": out / "render.mp4",
         "render_mask": out / "render_mask.mp4",
+        "depths": out / "depths.npz",
         "camera": out / "camera.json",
     }
     save_image(files["image"], image)
@@ -295,6 +368,7 @@ def write_render_inputs(out_dir: str | Path, image: Tensor, depth: Tensor, traje
     points.save_ply(files["points"])
     write_video(files["render"], video, fps=fps)
     write_video(files["render_mask"], hole.expand(-1, 3, -1, -1), fps=fps)
+    write_depths(files["depths"], torch.cat(depths), hole)
     trajectory.to_reference_json(files["camera"], extra=extra_json)
     logger.info("rendered %d frames (mean coverage %.1f%%)", n, 100 * sum(coverage[1:]) / max(n - 1, 1))
     logger.debug("wrote %s", out)
@@ -328,8 +402,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=(
             "Estimate (or read) the depth of IMAGE, lift it to a point cloud and render it along a camera "
             "trajectory. Writes image.png, depth.npy, points.ply, render.mp4 (holes grey), "
-            "render_mask.mp4 (white = hole) and camera.json (reference format) into --out. "
-            "Frame 0 is the condition view."
+            "render_mask.mp4 (white = hole), depths.npz (depth of every render frame), camera.json (reference "
+            "format) and summary.json (per-frame coverage) into --out. Frame 0 is the condition view. Preset "
+            "distances are in median depths of IMAGE."
         ),
     )
     p.add_argument("image", type=Path, help="condition image (any format PIL reads)")
@@ -353,6 +428,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "the depth model's estimate if it predicts one, else 60)")
     p.add_argument("--device", default=None, help="torch device for the depth model (default: cuda if available)")
     add_render_options(p)
+    add_fit_option(p)
     p.set_defaults(func=run)
     return p
 
@@ -438,11 +514,38 @@ def run(args: argparse.Namespace) -> int:
     traj = resolve_trajectory(args.trajectory, num_frames=args.frames, height=height, width=width,
                               fov_deg=args.fov, image_size=image_size, median_depth=median,
                               predicted_K=pred.K, preset_args=preset_args)
+    points = lift_condition_view(image, pred.depth, traj, valid)
+    scale = 1.0
+    if args.fit_trajectory is not None:
+        traj, scale = fit_to_cloud(traj, points, args.fit_trajectory, point_radius=args.point_radius,
+                                   points_per_pixel=args.points_per_pixel)
     result = write_render_inputs(args.out, image, pred.depth, traj, valid_mask=valid, fps=args.fps,
                                  point_radius=args.point_radius, points_per_pixel=args.points_per_pixel,
-                                 progress=False if args.no_progress else None)
+                                 progress=False if args.no_progress else None, points=points)
+    write_render_summary(result, trajectory=args.trajectory, median_depth=median, fit_scale=scale,
+                         fit_min_coverage=args.fit_trajectory)
     logger.info("points: %d; coverage of the last frame: %.1f%%", result.num_points, 100 * result.coverage[-1])
     return 0
+
+
+def write_render_summary(result: RenderResult, **fields: Any) -> Path:
+    """Write ``summary.json`` (atomically) next to the render: per-frame ``coverage``, ``num_points``,
+    the files written and ``fields`` (``trajectory``, ``median_depth``, ``fit_scale`` ...)."""
+    from worldstereo.io.atomic import atomic_open
+
+    summary = {
+        "num_frames": len(result.coverage),
+        "num_points": result.num_points,
+        "coverage": [round(float(c), 6) for c in result.coverage],
+        **fields,
+        "files": {k: p.name for k, p in sorted(result.files.items())},
+    }
+    path = result.out_dir / "summary.json"
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+        fh.write("\n")
+    result.files["summary"] = path
+    return path
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Literal
+import re
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from worldstereo.depth.base import DepthPrediction, normalize_median_depth
+from worldstereo.depth.hub import DepthModelUnavailableError, check_hub_access
 
 __all__ = ["TransformersDepthEstimator", "DEFAULT_DEPTH_MODEL"]
 
@@ -25,9 +27,47 @@ _METRIC_MODEL_TYPES = frozenset({"zoedepth", "glpn", "depth_pro"})
 
 PredictionType = Literal["auto", "relative_disparity", "metric_depth"]
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _load(model: str, local_files_only: bool) -> tuple[Any, Any]:
+    """``(processor, model)`` of a local folder or a Hub id: the cached copy without network when
+    there is one; else, unless ``local_files_only``, a download after :func:`check_hub_access`
+    (which fails in seconds, with the way out, when offline or without network). The cache is
+    looked up before transformers is imported, so that a failure costs no import time."""
+
+    def load(local: bool) -> tuple[Any, Any]:
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        return (AutoImageProcessor.from_pretrained(model, local_files_only=local),
+                AutoModelForDepthEstimation.from_pretrained(model, local_files_only=local))
+
+    if os.path.isdir(model):
+        return load(True)
+    if not _HUB_ID.fullmatch(model):
+        raise FileNotFoundError(f"model: {model!r} is neither a local model folder nor a Hugging Face id (owner/name)")
+    if _in_hub_cache(model):
+        try:
+            return load(True)  # the cache: no network access at all
+        except OSError:
+            if local_files_only:
+                raise
+    elif local_files_only:
+        raise OSError(f"model: {model!r} is not in the local Hugging Face cache (local_files_only=True)")
+    check_hub_access(model)
+    logger.info("downloading depth model %s from the Hugging Face Hub", model)
+    return load(False)
+
+
+def _in_hub_cache(model: str) -> bool:
+    """Whether the Hub id's ``config.json`` is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model, "config.json"), str)
 
 
 class TransformersDepthEstimator:
@@ -41,8 +81,11 @@ class TransformersDepthEstimator:
     ``DepthPrediction.K``.
 
     Args:
-        model: Hugging Face id (needs network or a cached copy) or a local directory holding the
-            model's ``config.json``, weights and ``preprocessor_config.json``.
+        model: Hugging Face id or a local directory holding the model's ``config.json``, weights
+            and ``preprocessor_config.json``. A cached id loads without touching the network; an
+            uncached one is downloaded, or raises :class:`~worldstereo.depth.hub.DepthModelUnavailableError`
+            within seconds when ``HF_HUB_OFFLINE=1`` is set or the Hub does not answer (see
+            :mod:`worldstereo.depth.hub`).
         device: torch device; default CUDA when available, else CPU.
         torch_dtype: model dtype (default float32).
         prediction_type: ``"auto"`` (from the model config), ``"relative_disparity"`` or ``"metric_depth"``.
@@ -69,14 +112,13 @@ class TransformersDepthEstimator:
             )
         if not (0.0 <= min_disparity_ratio < 1.0):
             raise ValueError(f"min_disparity_ratio: expected a value in [0, 1), got {min_disparity_ratio!r}")
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
         self.model_name = str(model)
         self.device = torch.device(device) if device is not None else _default_device()
         self.dtype = torch_dtype or torch.float32
         try:
-            self.processor = AutoImageProcessor.from_pretrained(self.model_name, local_files_only=local_files_only)
-            self.model = AutoModelForDepthEstimation.from_pretrained(self.model_name, local_files_only=local_files_only)
+            self.processor, self.model = _load(self.model_name, local_files_only)
+        except DepthModelUnavailableError:
+            raise
         except OSError as exc:
             raise OSError(
                 f"model: cannot load depth model {self.model_name!r} (a Hugging Face id needs network access or "

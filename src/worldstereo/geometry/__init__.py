@@ -8,6 +8,7 @@ float in [0,1], hole masks 1 = not covered by the point cloud. Equirectangular i
 increases upwards (see :func:`~worldstereo.geometry.render.equirect_project`).
 """
 
+from .coverage import LOW_COVERAGE_THRESHOLD, render_coverage, warn_low_coverage
 from .lifting import get_points3d_and_colors, lift_depth, unproject_depth, unproject_points
 from .neighbors import knn_points
 from .panorama import (
@@ -22,6 +23,7 @@ from .render import RenderOutput, render_point_cloud, render_point_cloud_equirec
 from .sampling import sample_bilinear
 
 __all__ = [
+    "LOW_COVERAGE_THRESHOLD",
     "PointCloud",
     "RenderOutput",
     "ZBuffer",
@@ -35,8 +37,10 @@ __all__ = [
     "project_points",
     "render_point_cloud",
     "render_point_cloud_equirect",
+    "render_coverage",
     "sample_bilinear",
     "unproject_depth",
     "unproject_points",
+    "warn_low_coverage",
     "zbuffer",
 ]

@@ -1,7 +1,8 @@
 """File input/output: images, videos, PLY point clouds, atomic writes and output folders, safe reading.
 
-Sub-modules are imported explicitly (``from worldstereo.io.ply import read_ply``); this package
-initialiser imports nothing so that optional dependencies of one module never affect another.
+``from worldstereo.io import load_image`` works for every name in :data:`__all__`; each is imported
+from its sub-module only when first used, so that an optional dependency of one module (PyAV for
+video) never affects another. The sub-modules:
 
 * :mod:`~worldstereo.io.errors` — :class:`InputFileError`, the ``ValueError`` every reader raises;
 * :mod:`~worldstereo.io.limits` — size limits checked before allocating;
@@ -13,3 +14,42 @@ initialiser imports nothing so that optional dependencies of one module never af
 
 See ``docs/reliability.md``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the sub-module that defines it
+_EXPORTS = {
+    "load_image": "image",
+    "save_image": "image",
+    "to_pil": "image",
+    "resize_image": "image",
+    "rescale_intrinsics": "image",
+    "resize_image_and_intrinsics": "image",
+    "read_video": "video",
+    "write_video": "video",
+    "frames_to_uint8": "video",
+    "read_ply": "ply",
+    "write_ply": "ply",
+    "PlyFormatError": "ply",
+    "atomic_write": "atomic",
+    "atomic_open": "atomic",
+    "InputFileError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'worldstereo.io' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
