@@ -20,6 +20,7 @@ _EXPORTS = {
     "WorldStereo": "worldstereo.models.worldstereo",
     "WorldStereoPipeline": "worldstereo.pipeline",
     "generate_video": "worldstereo.pipeline",
+    "generate_videos": "worldstereo.pipeline",
     "generate_multi_view": "worldstereo.pipeline",
     "reconstruct_3d": "worldstereo.pipeline",
     "SceneMemory": "worldstereo.pipeline",
