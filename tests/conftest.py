@@ -26,3 +26,16 @@ def examples_dir() -> Path:
     if not d.is_dir():
         pytest.skip(f"examples not found at {d}")
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one CPU thread for a test module (tiny models: more threads only contend on a busy
+    machine); the previous count is restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -26,8 +26,10 @@ declared here, in :data:`TEXT_SUBSTITUTIONS`, :data:`CLI_EXTRA_ARGS` and :func:`
   ``../shared/examples`` (commands that use them are left out when that folder is absent);
 * generation runs at 32 x 48 pixels with at most 2 denoising steps and 5 frames (``generate_video``,
   ``generate_multi_view`` and ``reconstruct_3d`` are wrapped, trajectories subsampled; the CLI gets
-  ``--height/--width/--steps/--frames``), renders at 96 x 128; ``cuda`` becomes ``cpu`` and bfloat16
-  float32 where there is no CUDA.
+  ``--height/--width/--steps/--frames``; ``worldstereo.batch.run_batch``, behind ``worldstereo
+  batch`` too, gets these as the defaults of its jobs), renders at 96 x 128; ``cuda`` becomes
+  ``cpu`` and bfloat16 float32 where there is no CUDA;
+* ``jobs.jsonl`` is the jobs file shown in ``docs/cli.md`` (*batch*): jobs on the example images.
 
 A block that cannot run here at all is marked in the document by an HTML comment on the line
 before its fence (blank lines allowed)::
@@ -35,13 +37,15 @@ before its fence (blank lines allowed)::
     <!-- docs-test: skip (the reason) -->
 
 Keep this rare and always give the reason; today: setting up the environment and running the
-test suite itself (README), placing the model on a CUDA GPU (memory tiers: usage.md, performance.md).
+test suite itself (README), placing the model on a CUDA GPU (memory tiers: usage.md, performance.md),
+launching several processes with torchrun (several GPUs or machines: cli.md).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import re
 import shlex
@@ -96,11 +100,19 @@ CLI_EXTRA_ARGS: dict[str, list[str]] = {
     "multi-view": ["--height", str(GEN_HEIGHT), "--width", str(GEN_WIDTH), "--steps", str(GEN_MAX_STEPS),
                    "--frames", str(GEN_MAX_FRAMES), "--no-progress"],
     "reconstruct": ["--field-iterations", "20"],
+    "batch": ["--no-progress"],
 }
 #: commands that read IMAGE get the image's exact depth unless the example gives a depth source
 COMMANDS_WITH_IMAGE_DEPTH = ("render", "generate", "multi-view")
 #: example images written into the working folder, all views of the procedural room
 IMAGES = ("scene.jpg", "room.jpg")
+#: the example jobs file of docs/cli.md (``worldstereo batch``), written into the working folder
+JOBS = [
+    {"image": "scene.jpg", "trajectory": "orbit", "prompt": "a quiet street", "seed": 0, "output": "street_orbit"},
+    {"image": "scene.jpg", "trajectory": "forward", "preset_args": {"distance": 0.5}, "seed": 1,
+     "output": "street_forward"},
+    {"image": "room.jpg", "trajectory": "pan_left", "prompt": "a sunlit living room", "seed": 2, "output": "room"},
+]
 
 
 @dataclass
@@ -223,6 +235,20 @@ def _small_generation(function):
     return wrapper
 
 
+def _small_batch(function):
+    """``run_batch`` with the test size as the defaults of its jobs (:data:`GEN_HEIGHT`, ...)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, defaults=None, **kwargs):
+        defaults = dict(defaults or {})
+        defaults.update(height=GEN_HEIGHT, width=GEN_WIDTH, steps=min(int(defaults.get("steps", GEN_MAX_STEPS)),
+                                                                      GEN_MAX_STEPS),
+                        frames=min(int(defaults.get("frames", GEN_MAX_FRAMES)), GEN_MAX_FRAMES))
+        return function(*args, defaults=defaults, **kwargs)
+
+    return wrapper
+
+
 def _stand_ins(monkeypatch, stand_ins, workdir: Path) -> None:
     """Install every stand-in: example images, small generation, the tiny default depth model."""
     from worldstereo.depth import DEFAULT_DEPTH_MODEL, transformers_backend
@@ -230,6 +256,7 @@ def _stand_ins(monkeypatch, stand_ins, workdir: Path) -> None:
     for name in IMAGES:
         save_image(workdir / name, stand_ins["image"])
     np.save(workdir / "room_depth.npy", stand_ins["depth"].numpy())
+    (workdir / "jobs.jsonl").write_text("".join(json.dumps(job) + "\n" for job in JOBS), encoding="utf-8")
     for path in stand_ins["render_files"]:
         shutil.copy(path, workdir / path.name)
     if EXAMPLES.is_dir():
@@ -248,6 +275,9 @@ def _stand_ins(monkeypatch, stand_ins, workdir: Path) -> None:
         for module in [m for key, m in sys.modules.items() if key.startswith("worldstereo") and m is not None]:
             if getattr(module, name, None) is original:
                 monkeypatch.setattr(module, name, small)
+    from worldstereo import batch
+
+    monkeypatch.setattr(batch, "run_batch", _small_batch(batch.run_batch))
     load = transformers_backend._load
 
     def load_stand_in(model, local_files_only):
@@ -325,7 +355,7 @@ def test_document_examples_run(document, stand_ins, tmp_path, monkeypatch):
         assert ran > 0, f"{document.name}: no example ran"
 
 
-@pytest.mark.parametrize("command", ["render", "demo", "generate", "multi-view", "reconstruct", "app"])
+@pytest.mark.parametrize("command", ["render", "demo", "generate", "multi-view", "reconstruct", "batch", "app"])
 def test_help_is_plain_text(command, capsys):
     """`--help` is read in a terminal: no reStructuredText markup from docstrings."""
     assert main([command, "--help"]) == 0

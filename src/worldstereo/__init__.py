@@ -12,8 +12,7 @@ hole masks are 1 where the point cloud does not cover a pixel.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from worldstereo._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -21,6 +20,7 @@ _EXPORTS = {
     "WorldStereo": "worldstereo.models.worldstereo",
     "WorldStereoPipeline": "worldstereo.pipeline",
     "generate_video": "worldstereo.pipeline",
+    "generate_videos": "worldstereo.pipeline",
     "generate_multi_view": "worldstereo.pipeline",
     "reconstruct_3d": "worldstereo.pipeline",
     "SceneMemory": "worldstereo.pipeline",
@@ -32,15 +32,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'worldstereo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

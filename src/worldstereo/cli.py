@@ -8,7 +8,13 @@ a one-line message names the option), 1 for other failures.
 Every command with an ``--out`` folder runs inside :func:`worldstereo.io.output_folder.output_folder`:
 ``--out`` is checked before any work, the command writes into a staging folder next to it, and the
 staging folder replaces ``--out`` in one atomic step when the command succeeds (see
-``docs/reliability.md``). A command opts out with ``set_defaults(output_folder_arg=None)``.
+``docs/reliability.md``). A command opts out with ``set_defaults(output_folder_arg=None)`` (``batch``,
+whose ``--out`` grows job by job; each job folder is its own transaction).
+
+Under ``torchrun`` (``torchrun --nproc-per-node N -m worldstereo ...``) only rank 0 logs at the
+chosen level, shows progress bars and writes ``--out`` (the other ranks compute the same video and
+write nothing; they log warnings and errors only). A process group the command initialised is
+destroyed when it ends.
 
 CPU threads: ``--threads N`` sets torch's intra-op threads; without it, ``OMP_NUM_THREADS`` is
 respected, else :func:`default_threads` picks the CPUs this process may use (affinity mask, cgroup
@@ -35,7 +41,7 @@ __all__ = ["COMMAND_MODULES", "available_cpus", "build_parser", "default_threads
 logger = logging.getLogger("worldstereo")
 
 #: sub-command modules under ``worldstereo.commands``, in ``--help`` order
-COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct", "app")
+COMMAND_MODULES: tuple[str, ...] = ("render", "demo", "generate", "multi_view", "reconstruct", "batch", "app")
 
 #: most CPU threads ``--threads`` accepts (torch crashes with absurd values)
 MAX_THREADS = 256
@@ -65,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"worldstereo.commands.{name}")
         module.register(sub)
     return parser
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -113,6 +127,8 @@ def default_threads(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if _rank() != 0 and not verbose:
+        level = logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
     root = logging.getLogger("worldstereo")
@@ -137,10 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     _configure_logging(args.verbose, args.quiet)
+    if _rank() != 0:  # one set of progress bars: rank 0's (also Hugging Face's loading bars)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if hasattr(args, "no_progress"):
+            args.no_progress = True
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         logger.error("error: --threads: expected a positive integer (at most %d), got %s", MAX_THREADS, args.threads)
         return 2
     previous_threads = None
+    had_process_group = _process_group_exists()  # one a command initialises is destroyed at the end
     threads = args.threads if args.threads is not None else default_threads()
     if threads is not None:
         import torch
@@ -168,6 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(previous_threads)
+        if not had_process_group and _process_group_exists():
+            sys.modules["torch.distributed"].destroy_process_group()
+
+
+def _process_group_exists() -> bool:
+    """Whether a torch.distributed process group exists (without importing torch for it)."""
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist is not None and dist.is_available() and dist.is_initialized())
 
 
 def _one_line(exc: BaseException) -> str:
@@ -179,7 +208,7 @@ def _one_line(exc: BaseException) -> str:
 def _run_command(args: argparse.Namespace) -> int:
     """``args.func(args)``, inside a transactional output folder when the command has ``--out``."""
     attr = getattr(args, "output_folder_arg", "out")
-    if attr is None or getattr(args, attr, None) is None:
+    if attr is None or getattr(args, attr, None) is None or _rank() != 0:  # torchrun: rank 0 writes --out
         return int(args.func(args) or 0)
     from worldstereo.io.output_folder import output_folder
 

@@ -16,12 +16,13 @@ trajectory is the condition view; images in [0, 1]; hole masks 1 = hole.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from torch import Tensor
 
 from .camera import CameraTrajectory, camera_qt_tokens, plucker_embedding
 from .geometry.coverage import render_coverage, warn_low_coverage
+from .parallel import decode_split, is_writer, parallel_state
 from .pipeline_inputs import GivenInputs, load_given_inputs
 from .pipeline_validation import (
     RECONSTRUCTION_METHODS,
@@ -40,6 +42,9 @@ __all__ = [
     "SceneMemory",
     "GenerationRecord",
     "generate_video",
+    "generate_videos",
+    "BatchedGeneration",
+    "BatchResult",
     "generate_multi_view",
     "reconstruct_3d",
     "WorldStereoPipeline",
@@ -94,7 +99,8 @@ class GenerationRecord:
         conditioning: where the conditioning came from: ``render`` (``"geometric_memory"``,
         ``"given"`` or ``"none"``), ``references`` (``"retrieved"``, ``"condition_view"``,
         ``"given"``; absent for the camera variant), ``latents`` (``"seed"`` or ``"given"``);
-        timings: seconds per stage.
+        timings: seconds per stage (the sampling and decode times of a batched run are the batch's);
+        batch_size: videos denoised together in one batched forward (:func:`generate_videos`).
     """
 
     variant: str
@@ -113,6 +119,7 @@ class GenerationRecord:
     trajectory: Optional[CameraTrajectory] = None
     conditioning: Dict[str, str] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1
 
     def summary(self) -> Dict[str, Any]:
         """JSON-serialisable summary (no tensors)."""
@@ -128,6 +135,7 @@ class GenerationRecord:
             "coverage": [round(float(c), 6) for c in self.coverage],
             "median_depth": self.median_depth,
             "conditioning": dict(self.conditioning),
+            "batch_size": self.batch_size,
             "timings": dict(self.timings),
         }
 
@@ -318,7 +326,8 @@ def generate_video(
         output_format: ``"tensor"`` (float32 (T,C,H,W) in [0,1]), ``"numpy"`` (float32
             (T,H,W,C)), ``"pil"`` (list of RGB images) or ``"video"`` (writes ``save_path``,
             returns the tensor).
-        save_path: ``.mp4`` path; written atomically whatever the format.
+        save_path: ``.mp4`` path; written atomically whatever the format (under
+            :mod:`worldstereo.parallel`, by the group's rank 0 only; every rank returns the video).
         progress_callback: ``callback(step, total_steps, latent)`` after every denoising step.
         prompt, negative_prompt: text conditioning (default negative prompt: the model config's).
         panorama: treat the condition image as a 2:1 equirectangular panorama (default: auto).
@@ -365,27 +374,9 @@ def generate_video(
         depth_estimator=depth_estimator, render_video=render_video, render_mask=render_mask,
         reference_images=reference_images, reference_w2c=reference_w2c, ref_index=ref_index, latents=latents,
     )
-    from .optimization import execution_device
-
-    device = execution_device(model)
-    timings: Dict[str, float] = {}
-    with _timed(timings, "geometry"):
-        memory = _prepare_memory(model, request, memory)
-        scene = _prepare_geometry(model, request, memory)
-    with _timed(timings, "references"):
-        refs = _prepare_references(model, request, scene, memory)
-    with _timed(timings, "conditioning"):
-        cond = _encode_conditioning(model, request, scene, refs, device)
-    with _timed(timings, "sampling"):
-        latents = _prepare_latents(request, cond, device)
-        latents, steps_run, calls = _denoise_latents(model, latents, cond, _sampler_steps(model, request),
-                                                     request.progress_callback)
-    with _timed(timings, "decode"):
-        frames = _decode_frames(model, latents)[0]
-    with _timed(timings, "memory_update"):
-        _update_memory(model, request, scene, memory, frames)
-    memory.history.append(_make_record(model, request, scene, refs, cond, steps_run, calls, timings))
-    return _write_outputs(request, frames)
+    job = _prepare_job(model, request, memory)
+    frames = _run_model_stages(model, [job])[0]
+    return _finish_job(model, job, frames)
 
 
 class _CallCounter:
@@ -398,6 +389,11 @@ class _CallCounter:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.count += 1
         return self.transformer(*args, **kwargs)
+
+    def cache_context(self, name: str) -> Any:
+        """The transformer's diffusers ``cache_context`` (a no-op context without one)."""
+        make = getattr(self.transformer, "cache_context", None)
+        return make(name) if callable(make) else contextlib.nullcontext()
 
     def parameters(self):  # noqa: D401 - delegation used by the sampler's dtype lookup
         return self.transformer.parameters()
@@ -454,7 +450,9 @@ def _check_model(model: Any) -> None:
 #   -> _encode_conditioning -> _prepare_latents -> _denoise_latents -> _decode_frames
 #   -> _update_memory -> _make_record -> _write_outputs
 # Each stage takes and returns plain data (the dataclasses below), so that callers can run the
-# per-video stages for several videos and the model stages on a batch.
+# per-video stages for several videos and the model stages on a batch: _prepare_job runs the stages up
+# to the initial noise for one video, _run_model_stages denoises and decodes compatible jobs stacked
+# along the batch dimension, _finish_job runs the rest per video (BatchedGeneration, generate_videos).
 
 
 @dataclass
@@ -803,20 +801,28 @@ def _denoise_latents(model: Any, latents: Tensor, cond: _Conditioning, steps: Op
 
     scheduler = model.make_scheduler()
     calls = _CallCounter(model.transformer)
+    state = parallel_state(model)
     with torch.no_grad():
         latents = denoise(
             calls, latents, cond.condition, scheduler=scheduler, prompt_embeds=cond.prompt_embeds,
             negative_prompt_embeds=cond.negative_embeds, guidance_scale=cond.guidance_scale,
             num_inference_steps=steps, model_kwargs=cond.model_kwargs, progress_callback=progress_callback,
+            cfg_parallel=state.cfg_parallel if state is not None else None,
         )
     steps_run = len(getattr(scheduler, "timesteps", [])) or (steps or 0)
     return latents, steps_run, calls.count
 
 
 def _decode_frames(model: Any, latents: Tensor) -> Tensor:
-    """Keyframe VAE decode: latents (B, 16, F, h, w) -> frames (B, F, 3, H, W) float32 in [0, 1] on the CPU."""
+    """Keyframe VAE decode: latents (B, 16, F, h, w) -> frames (B, F, 3, H, W) float32 in [0, 1] on the CPU.
+    Under parallelism the frames are split over the group's ranks (:func:`~worldstereo.parallel.decode_split`)."""
+    state = parallel_state(model)
     with torch.no_grad():
-        video = model.decode_latents(latents.to(model.dtype))
+        latents = latents.to(model.dtype)
+        if state is not None and state.group_size > 1:
+            video = decode_split(model.decode_latents, latents, state)
+        else:
+            video = model.decode_latents(latents)
     return ((video.permute(0, 2, 1, 3, 4).float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0).contiguous()
 
 
@@ -861,9 +867,10 @@ def _conditioning_sources(request: _Request, refs: Optional[_References]) -> Dic
     return sources
 
 
-def _write_outputs(request: _Request, frames: Tensor) -> VideoOutput:
-    """Write ``save_path`` (atomically) and convert the frames to ``output_format``."""
-    if request.save_path is not None:
+def _write_outputs(model: Any, request: _Request, frames: Tensor) -> VideoOutput:
+    """Write ``save_path`` (atomically; under parallelism on the group's rank 0 only) and convert the
+    frames to ``output_format``."""
+    if request.save_path is not None and is_writer(model):
         from .io.video import write_video
 
         write_video(request.save_path, frames, fps=16)
@@ -878,6 +885,316 @@ def _timed(timings: Dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- per-job and batched stages
+
+
+@dataclass
+class _Job:
+    """One video between its per-job stages and the (possibly batched) model stages.
+
+    Attributes:
+        request, memory, scene, refs, cond: outputs of the per-job stages (batch 1).
+        latents: initial noise (1, 16, F, h, w) float32 on the execution device.
+        steps: sampler steps (None: the distilled variant's fixed schedule).
+        timings: seconds per stage; key: the caller's key (:class:`BatchedGeneration`).
+        steps_run, calls, batch_size: filled by the model stages.
+    """
+
+    request: _Request
+    memory: SceneMemory
+    scene: _Scene
+    refs: Optional[_References]
+    cond: _Conditioning
+    latents: Tensor
+    steps: Optional[int]
+    timings: Dict[str, float]
+    key: Any = None
+    steps_run: int = 0
+    calls: int = 0
+    batch_size: int = 1
+
+
+def _prepare_job(model: Any, request: _Request, memory: Optional[SceneMemory]) -> _Job:
+    """The per-job stages: memory, geometry, references, conditioning and initial noise."""
+    from .optimization import execution_device
+
+    device = execution_device(model)
+    timings: Dict[str, float] = {}
+    with _timed(timings, "geometry"):
+        memory = _prepare_memory(model, request, memory)
+        scene = _prepare_geometry(model, request, memory)
+    with _timed(timings, "references"):
+        refs = _prepare_references(model, request, scene, memory)
+    with _timed(timings, "conditioning"):
+        cond = _encode_conditioning(model, request, scene, refs, device)
+    with _timed(timings, "sampling"):
+        latents = _prepare_latents(request, cond, device)
+    return _Job(request, memory, scene, refs, cond, latents, _sampler_steps(model, request), timings)
+
+
+#: transformer keywords shared by the whole batch (not batch-first): jobs must agree on them.
+_SHARED_MODEL_KWARGS = ("ref_index",)
+
+
+def _batch_key(job: _Job) -> Tuple[Any, ...]:
+    """Jobs with equal keys can run through one batched forward: same latent shape (size, frames),
+    sampler steps, guidance, conditioning shapes and (memory variants) reference count and ``ref_index``."""
+    cond = job.cond
+    shapes = []
+    for name, value in sorted(cond.model_kwargs.items()):
+        if name in _SHARED_MODEL_KWARGS:
+            shapes.append((name, tuple(torch.as_tensor(value).cpu().tolist())))
+        elif isinstance(value, Tensor):
+            shapes.append((name, tuple(value.shape[1:]), value.dtype))
+        else:
+            shapes.append((name, repr(value)))
+    return (tuple(job.latents.shape[1:]), tuple(cond.condition.shape[1:]), tuple(cond.prompt_embeds.shape[1:]),
+            cond.negative_embeds is None, float(cond.guidance_scale), job.steps, tuple(shapes))
+
+
+def _stack_conditioning(conds: Sequence[_Conditioning]) -> _Conditioning:
+    """The conditioning of several compatible jobs stacked along the batch dimension."""
+    if len(conds) == 1:
+        return conds[0]
+    first = conds[0]
+    kwargs = {name: value if name in _SHARED_MODEL_KWARGS else torch.cat([c.model_kwargs[name] for c in conds])
+              for name, value in first.model_kwargs.items()}
+    negative = None if first.negative_embeds is None else torch.cat([c.negative_embeds for c in conds])  # type: ignore[misc]
+    return _Conditioning(torch.cat([c.condition for c in conds]), torch.cat([c.prompt_embeds for c in conds]),
+                         negative, first.guidance_scale, kwargs)
+
+
+def _fan_out_progress(callbacks: Sequence[Optional[Callable[[int, int, Tensor], None]]]
+                      ) -> Optional[Callable[[int, int, Tensor], None]]:
+    """One sampler callback calling each job's own with its slice of the batched latents."""
+    if all(cb is None for cb in callbacks):
+        return None
+
+    def callback(step: int, total: int, latents: Tensor) -> None:
+        for i, cb in enumerate(callbacks):
+            if cb is not None:
+                cb(step, total, latents[i:i + 1])
+
+    return callback
+
+
+def _run_model_stages(model: Any, jobs: Sequence[_Job]) -> Tensor:
+    """Denoise and decode compatible jobs as one batch; returns frames (B, F, 3, H, W) in [0, 1]."""
+    cond = _stack_conditioning([j.cond for j in jobs])
+    latents = torch.cat([j.latents for j in jobs])
+    progress = _fan_out_progress([j.request.progress_callback for j in jobs])
+    t0 = time.perf_counter()
+    latents, steps_run, calls = _denoise_latents(model, latents, cond, jobs[0].steps, progress)
+    t1 = time.perf_counter()
+    frames = _decode_frames(model, latents)
+    t2 = time.perf_counter()
+    for job in jobs:
+        job.timings["sampling"] = job.timings.get("sampling", 0.0) + t1 - t0
+        job.timings["decode"] = t2 - t1
+        job.steps_run, job.calls, job.batch_size = steps_run, calls, len(jobs)
+    return frames
+
+
+def _finish_job(model: Any, job: _Job, frames: Tensor) -> VideoOutput:
+    """The per-job stages after decoding: memory update, record, outputs. ``frames`` (F, 3, H, W)."""
+    with _timed(job.timings, "memory_update"):
+        _update_memory(model, job.request, job.scene, job.memory, frames)
+    record = _make_record(model, job.request, job.scene, job.refs, job.cond, job.steps_run, job.calls, job.timings)
+    record.batch_size = job.batch_size
+    job.memory.history.append(record)
+    return _write_outputs(model, job.request, frames)
+
+
+@dataclass
+class BatchResult:
+    """The outcome of one job of :class:`BatchedGeneration`.
+
+    Attributes:
+        key: the caller's key of the job.
+        video: the video in the job's ``output_format`` (None when it failed).
+        record: its :class:`GenerationRecord` (None when it failed).
+        memory: the :class:`SceneMemory` it read and updated (None when it failed early).
+        error: the exception that stopped the job, else None.
+    """
+
+    key: Any
+    video: Optional[VideoOutput] = None
+    record: Optional[GenerationRecord] = None
+    memory: Optional[SceneMemory] = None
+    error: Optional[BaseException] = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the job produced its video."""
+        return self.error is None
+
+
+class BatchedGeneration:
+    """Generate many videos, running compatible jobs through one batched forward.
+
+    :meth:`submit` runs the per-job stages of :func:`generate_video` at once (inputs checked, image
+    loaded, depth, render, references, text / CLIP / VAE conditioning, noise from the job's seed) and
+    queues the job with the compatible ones; when ``batch_size`` compatible jobs are queued, they are
+    denoised and decoded as one batch (conditioning stacked along the batch dimension), then each
+    job's memory update, record and outputs follow. :meth:`flush` runs what is still queued. Each
+    item's video equals (up to float rounding of batched matrix products, ~1e-6) the video of
+    :func:`generate_video` with the same arguments.
+
+    Compatible = same latent shape (``height``, ``width``, ``num_frames``), sampler steps
+    (``num_inference_steps``; every job of the distilled variant), guidance (whether it runs and its
+    ``guidance_scale``), conditioning shapes and, for the memory variants, the same number of
+    references and the same ``ref_index`` (it is shared by the batch). A job given ``memory=`` runs
+    alone, immediately (later jobs may read what it adds to that memory).
+
+    Args:
+        model: a :class:`~worldstereo.WorldStereo`.
+        batch_size: most jobs per batched forward (1: one at a time).
+        catch_errors: a failing job becomes a :class:`BatchResult` with ``error`` instead of raising;
+            when a batched forward fails, its jobs are retried one by one.
+    """
+
+    def __init__(self, model: Any, batch_size: int = 1, *, catch_errors: bool = False) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        _check_model(model)
+        self.model = model
+        self.batch_size = batch_size
+        self.catch_errors = bool(catch_errors)
+        self._queues: Dict[Tuple[Any, ...], List[_Job]] = {}
+
+    @property
+    def pending(self) -> int:
+        """Jobs prepared and waiting for compatible ones."""
+        return sum(len(q) for q in self._queues.values())
+
+    def submit(self, key: Any, condition_image: ImageInput, camera_trajectory: CameraTrajectory,
+               **kwargs: Any) -> List[BatchResult]:
+        """Prepare one job (keyword arguments of :func:`generate_video`) and queue it; returns the
+        results of the jobs that finished because of it (possibly none, possibly earlier jobs)."""
+        try:
+            args = _bind_generate_args(self.model, condition_image, camera_trajectory, kwargs)
+            memory = args.pop("memory")
+            request = _check_inputs(self.model, args.pop("condition_image"), args.pop("camera_trajectory"),
+                                    memory=memory, panorama=args.pop("panorama"), **args)
+            job = _prepare_job(self.model, request, memory)
+        except Exception as exc:  # noqa: BLE001 - reported per job when catch_errors
+            if not self.catch_errors:
+                raise
+            return [BatchResult(key, error=exc)]
+        job.key = key
+        if memory is not None or self.batch_size == 1:
+            return self._run([job])
+        queue_key = _batch_key(job)
+        queue = self._queues.setdefault(queue_key, [])
+        queue.append(job)
+        if len(queue) < self.batch_size:
+            return []
+        del self._queues[queue_key]
+        return self._run(queue)
+
+    def flush(self) -> List[BatchResult]:
+        """Run every queued job (in batches of the compatible ones); returns their results."""
+        results: List[BatchResult] = []
+        queues = list(self._queues.values())  # in the order of their first job
+        self._queues = {}
+        for queue in queues:
+            results.extend(self._run(queue))
+        return results
+
+    def _run(self, jobs: List[_Job]) -> List[BatchResult]:
+        try:
+            frames = _run_model_stages(self.model, jobs)
+        except Exception as exc:  # noqa: BLE001
+            if not self.catch_errors:
+                raise
+            if len(jobs) > 1:
+                logger.warning("batched forward of %d jobs failed (%s: %s); running them one by one", len(jobs),
+                               type(exc).__name__, exc)
+                return [r for job in jobs for r in self._run([job])]
+            return [BatchResult(jobs[0].key, memory=jobs[0].memory, error=exc)]
+        results = []
+        for job, job_frames in zip(jobs, frames):
+            try:
+                video = _finish_job(self.model, job, job_frames)
+            except Exception as exc:  # noqa: BLE001
+                if not self.catch_errors:
+                    raise
+                results.append(BatchResult(job.key, memory=job.memory, error=exc))
+                continue
+            results.append(BatchResult(job.key, video, job.memory.history[-1], job.memory))
+        return results
+
+
+def _bind_generate_args(model: Any, condition_image: Any, camera_trajectory: Any,
+                        kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """All :func:`generate_video` arguments (defaults filled in) except ``model``.
+
+    Raises:
+        TypeError: an unknown keyword argument.
+    """
+    bound = inspect.signature(generate_video).bind(model, condition_image, camera_trajectory, **kwargs)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    args.pop("model")
+    return args
+
+
+def generate_videos(
+    model: Any,
+    jobs: Sequence[Mapping[str, Any]],
+    batch_size: int = 1,
+    *,
+    return_exceptions: bool = False,
+) -> List[Union[VideoOutput, BaseException]]:
+    """Generate one video per job, running compatible jobs through one batched forward.
+
+    Args:
+        model: a :class:`~worldstereo.WorldStereo`.
+        jobs: one dict of :func:`generate_video` keyword arguments per video (``condition_image`` and
+            ``camera_trajectory`` required; ``save_path``, ``seed``, ``prompt``... per job).
+        batch_size: most compatible jobs per batched forward (see :class:`BatchedGeneration` for
+            "compatible"); each video equals its :func:`generate_video` result up to float rounding.
+        return_exceptions: a job that fails while running yields its exception in the returned list
+            and the other jobs go on (as ``asyncio.gather``); False: the first failure raises.
+
+    Returns:
+        The videos (or exceptions), in the order of ``jobs``.
+
+    Raises:
+        TypeError / ValueError: a job's arguments are invalid — every job is checked before any
+            model work; the message starts with ``jobs[i]``.
+    """
+    if isinstance(jobs, Mapping) or not isinstance(jobs, Sequence):
+        raise TypeError(f"jobs: expected a list of dicts of generate_video arguments, got {type(jobs).__name__}")
+    for i, job in enumerate(jobs):
+        _check_job_arguments(model, i, job)
+    runner = BatchedGeneration(model, batch_size, catch_errors=return_exceptions)
+    results: Dict[int, BatchResult] = {}
+    for i, job in enumerate(jobs):
+        kwargs = dict(job)
+        for result in runner.submit(i, kwargs.pop("condition_image"), kwargs.pop("camera_trajectory"), **kwargs):
+            results[result.key] = result
+    for result in runner.flush():
+        results[result.key] = result
+    return [results[i].video if results[i].ok else results[i].error for i in range(len(jobs))]  # type: ignore[misc]
+
+
+def _check_job_arguments(model: Any, index: int, job: Any) -> None:
+    """The checks of :func:`generate_video` that need no file or model work, for ``jobs[index]``."""
+    if not isinstance(job, Mapping):
+        raise TypeError(f"jobs[{index}]: expected a dict of generate_video arguments, got {type(job).__name__}")
+    missing = [k for k in ("condition_image", "camera_trajectory") if k not in job]
+    if missing:
+        raise ValueError(f"jobs[{index}]: missing {missing}")
+    kwargs = dict(job)
+    try:
+        args = _bind_generate_args(model, kwargs.pop("condition_image"), kwargs.pop("camera_trajectory"), kwargs)
+        validate_generation_args(camera_trajectory=args["camera_trajectory"],
+                                 **{k: args[k] for k in _VALIDATED_ARGS})
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"jobs[{index}]: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- multi-view / 3D
@@ -984,9 +1301,13 @@ def reconstruct_3d(
 
     estimator = _resolve_depth_estimator(model, frame_depth)
     reference_points = memory.geometric.points if memory.geometric is not None and not memory.geometric.is_empty else None
-    result = reconstruct(frames, trajectory, method=reconstruction_method, depth=estimator,
-                         reference_points=reference_points)
-    rec = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+    from .optimization import execution_device
+
+    # reconstruct on the accelerator the model generated on (the frames come back on the CPU)
+    result = reconstruct(frames.to(execution_device(model)), trajectory, method=reconstruction_method,
+                         depth=estimator, reference_points=reference_points)
+    rec = {key: value.cpu() if isinstance(value, Tensor) else value
+           for key, value in (result.as_dict() if hasattr(result, "as_dict") else dict(result)).items()}
     rec.setdefault("cameras", trajectory)
     video: Union[Tensor, np.ndarray] = frames if output_format != "numpy" else frames.permute(0, 2, 3, 1).numpy()
     return video, rec

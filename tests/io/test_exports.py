@@ -17,7 +17,7 @@ def test_every_public_name_resolves_to_its_module():
     assert load_image is direct
     for name in io_pkg.__all__:
         value = getattr(io_pkg, name)
-        module = importlib.import_module(f"worldstereo.io.{io_pkg._EXPORTS[name]}")
+        module = importlib.import_module(io_pkg._EXPORTS[name], "worldstereo.io")
         assert value is getattr(module, name)
     assert set(io_pkg.__all__) <= set(dir(io_pkg))
 

@@ -9,16 +9,15 @@ without ``update_ref``. Checks that need no process group run in-process.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from diffusers import ContextParallelConfig
 from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 
+from tests._distributed import spawn
 from worldstereo.models.transformer import WorldStereoTransformer, context_parallel_plan
 
 from ._tiny import inputs, randomize_, tiny_config
@@ -59,19 +58,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _spawn(fn, args: tuple, nprocs: int, timeout: float = 600.0) -> None:
-    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"context-parallel workers did not finish within {timeout} s")
-
-
 def test_ulysses_two_gloo_ranks_equal_single_process():
     with tempfile.TemporaryDirectory() as tmp:
-        _spawn(_worker, (2, str(Path(tmp) / "init"), tmp), nprocs=2)
+        spawn(_worker, (2, str(Path(tmp) / "init"), tmp), nprocs=2)
         for i, (model_type, overrides) in enumerate(CASES):
             with torch.no_grad():
                 expected = _model(model_type, overrides)(**_inputs(model_type)).sample

@@ -122,6 +122,85 @@ def test_input_validation_before_any_call():
     assert model.calls == []
 
 
+class CachingVelocity(ConstantVelocity):
+    """ConstantVelocity with diffusers' ``cache_context``: records the context of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.context = None
+        self.contexts = []
+
+    def cache_context(self, name):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            previous, self.context = self.context, name
+            try:
+                yield
+            finally:
+                self.context = previous
+
+        return ctx()
+
+    def forward(self, *args, **kwargs):
+        self.contexts.append(self.context)
+        return super().forward(*args, **kwargs)
+
+
+def test_passes_run_in_the_cache_context_of_their_guidance_branch():
+    latents, condition, pos, neg = _inputs(2)
+    model = CachingVelocity()
+    denoise(model, latents, condition, scheduler=make_unipc_scheduler(), prompt_embeds=pos,
+            negative_prompt_embeds=neg, guidance_scale=4.0, num_inference_steps=3)
+    assert model.contexts == ["cond", "uncond"] * 3
+    model.contexts.clear()
+    denoise(model, latents, condition, scheduler=DMDScheduler(250, 1000, 5.0, 4), prompt_embeds=pos)
+    assert model.contexts == ["cond"] * 4
+    assert model.context is None  # every context closed
+
+
+class _OtherRank:
+    """CFG-parallel stand-in for two processes: this process runs ``branch``; the other rank's pass
+    (which depends only on its text embedding) is computed here by a second stub, as that process would."""
+
+    def __init__(self, branch, other_model, other_embeds):
+        self.branch = branch
+        self.other_model = other_model
+        self.other_embeds = other_embeds
+
+    def gather(self, v):
+        other = self.other_model(hidden_states=torch.zeros(v.shape[0], 36, *v.shape[2:]), timestep=torch.zeros(1),
+                                 encoder_hidden_states=self.other_embeds, return_dict=False)[0]
+        return (v, other) if self.branch == "cond" else (other, v)
+
+
+@pytest.mark.parametrize("branch", ["cond", "uncond"])
+def test_cfg_parallel_runs_one_branch_and_combines_both_exactly(branch):
+    latents, condition, pos, neg = _inputs(3)
+    expected = denoise(ConstantVelocity(), latents, condition, scheduler=make_unipc_scheduler(), prompt_embeds=pos,
+                       negative_prompt_embeds=neg, guidance_scale=5.0, num_inference_steps=3)
+    mine, other = CachingVelocity(), ConstantVelocity()
+    exchange = _OtherRank(branch, other, neg if branch == "cond" else pos)
+    out = denoise(mine, latents, condition, scheduler=make_unipc_scheduler(), prompt_embeds=pos,
+                  negative_prompt_embeds=neg, guidance_scale=5.0, num_inference_steps=3, cfg_parallel=exchange)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert len(mine.calls) == 3 and mine.contexts == [branch] * 3  # one pass per step: its own branch
+    assert all(torch.equal(c["text"], pos if branch == "cond" else neg) for c in mine.calls)
+    # without guidance every process runs the conditional pass and nothing is exchanged
+    mine.calls.clear()
+    denoise(mine, latents, condition, scheduler=DMDScheduler(250, 1000, 5.0, 4), prompt_embeds=pos,
+            cfg_parallel=exchange)
+    assert len(mine.calls) == 4 and len(other.calls) == 3
+
+
+def test_cfg_parallel_needs_a_branch():
+    latents, condition, pos, neg = _inputs()
+    with pytest.raises(ValueError, match="cfg_parallel"):
+        denoise(ConstantVelocity(), latents, condition, scheduler=make_unipc_scheduler(), prompt_embeds=pos,
+                negative_prompt_embeds=neg, guidance_scale=5.0, num_inference_steps=2, cfg_parallel=object())
+
+
 class NaNAtCall(ConstantVelocity):
     """Constant velocity, except that call number ``bad_call`` (1-based) returns NaN (or a huge
     value that overflows the scheduler update when ``huge``)."""

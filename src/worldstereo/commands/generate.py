@@ -45,6 +45,7 @@ from worldstereo.commands import (
     parse_key_values,
     positive_float,
 )
+from worldstereo.commands.parallel_options import add_parallel_options, apply_parallel, parallel_device, wants_parallel
 from worldstereo.commands.render import MAX_FOV, MAX_FPS, MAX_FRAMES, MAX_SIDE
 
 __all__ = [
@@ -65,8 +66,11 @@ __all__ = [
     "run_one",
     "generate_one",
     "load_model",
+    "resolve_run_device",
     "memory_tier_of",
     "sampling_settings",
+    "CachedDepth",
+    "depth_scale_and_intrinsics",
 ]
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
@@ -179,6 +183,7 @@ def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: b
                         help="frame rate of the written videos (default 16)")
     add_fit_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_parallel_options(parser)
 
 
 # ---------------------------------------------------------------------------------- preparation
@@ -253,7 +258,7 @@ class StepProgress:
             self._bar = None
 
 
-class _CachedDepth:
+class CachedDepth:
     """Depth estimator that answers the condition image from an already computed prediction and
     delegates every other image (generated frames for the memory update) to ``estimator``."""
 
@@ -268,6 +273,21 @@ class _CachedDepth:
         if image.shape == self.image.shape and torch.equal(image.cpu(), self.image):
             return self.prediction
         return self.estimator(image)
+
+
+def depth_scale_and_intrinsics(prediction: Any, height: int, width: int) -> tuple[float, Tensor | None]:
+    """``(median depth, K)`` of a condition image's :class:`~worldstereo.depth.DepthPrediction`: the
+    median of its valid depth (1.0 when none; it scales the presets) and its predicted intrinsics
+    rescaled to ``(height, width)`` (None when it predicts none)."""
+    from worldstereo.io.image import rescale_intrinsics
+
+    valid = prediction.valid_mask & (prediction.depth > 0)
+    median = float(prediction.depth[valid].median()) if bool(valid.any()) else 1.0
+    K = None
+    if prediction.K is not None:
+        size = (int(prediction.depth.shape[-2]), int(prediction.depth.shape[-1]))
+        K = rescale_intrinsics(prediction.K.double().cpu(), size, (height, width))
+    return median, K
 
 
 def _check_trajectory_spec(spec: str) -> None:
@@ -316,6 +336,13 @@ def _resolve_device(spec: str | None, dtype_name: str | None) -> tuple[str, str]
         logger.warning("--dtype %s: half precision is slow or unsupported on the CPU; using float32", dtype)
         dtype = "float32"
     return device, dtype
+
+
+def resolve_run_device(args: argparse.Namespace) -> tuple[str, str]:
+    """``(device, dtype name)`` of the command: ``--device`` / ``--dtype``, or under ``--parallel`` /
+    ``--fsdp`` this torchrun rank's device (the process group is initialised here)."""
+    spec = parallel_device(args) if wants_parallel(args) else args.device
+    return _resolve_device(spec, args.dtype)
 
 
 def _load_user_depth(args: argparse.Namespace, image_size: tuple[int, int]) -> Any:
@@ -384,7 +411,7 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
         resolve_trajectory,
         working_size,
     )
-    from worldstereo.io.image import load_image, rescale_intrinsics
+    from worldstereo.io.image import load_image
 
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out: {str(args.out)!r} exists and is not a folder")
@@ -406,7 +433,7 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     user_depth = _load_user_depth(args, image_size) if args.depth is not None else None
     check_depth_model_spec(args.depth_model)
     _check_model_spec(args.model)
-    device, dtype_name = _resolve_device(args.device, args.dtype)
+    device, dtype_name = resolve_run_device(args)
 
     # -- model -------------------------------------------------------------------------------
     timings: dict[str, float] = {}
@@ -426,14 +453,9 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
         logger.info("estimating depth with %s", source)
         base = get_depth_estimator(spec, device=device)
         pred = base(image)
-        estimator = _CachedDepth(base, image, pred)
+        estimator = CachedDepth(base, image, pred)
     timings["depth"] = time.perf_counter() - t1
-    valid = pred.valid_mask & (pred.depth > 0)
-    median = float(pred.depth[valid].median()) if bool(valid.any()) else 1.0
-    K = None
-    if pred.K is not None:
-        K = rescale_intrinsics(pred.K.double().cpu(), (int(pred.depth.shape[-2]), int(pred.depth.shape[-1])),
-                               (height, width))
+    median, K = depth_scale_and_intrinsics(pred, height, width)
     trajectories = [
         resolve_trajectory(spec, num_frames=args.frames, height=height, width=width, fov_deg=args.fov,
                            image_size=image_size, median_depth=median, predicted_K=K,
@@ -486,12 +508,15 @@ def load_model(args: argparse.Namespace, device: str, dtype_name: str) -> tuple[
     logger.info("loading %s%s on %s (%s)", args.model, f" [{args.variant}]" if args.variant else "", device,
                 dtype_name)
     tiered = getattr(args, "memory_tier", None) is not None or getattr(args, "vram", None) is not None
-    try:  # a memory tier places the model itself: load on the CPU
+    parallel = wants_parallel(args)
+    try:  # a memory tier or parallelism places the model itself: load on the CPU
         model = WorldStereo.from_pretrained(args.model, args.variant, torch_dtype=getattr(torch, dtype_name),
-                                            device=None if tiered else device)
+                                            device=None if tiered or parallel else device)
     except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as exc:
         raise UsageError(f"--model: cannot load {args.model!r}: {exc}") from exc
-    if tiered:
+    if parallel:
+        apply_parallel(args, model, device)
+    elif tiered:
         _apply_memory_tier(args, model, device)
     return model, time.perf_counter() - t0
 
@@ -581,7 +606,9 @@ def write_summary(out: Path, summary: dict[str, Any]) -> Path:
 def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str, Any]:
     """The model / input part of ``summary.json``."""
     from worldstereo import __version__
+    from worldstereo.parallel import parallel_state
 
+    state = parallel_state(setup.model)
     return {
         "worldstereo_version": __version__,
         "model": str(args.model),
@@ -589,6 +616,7 @@ def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str
         "device": setup.device,
         "dtype": setup.dtype,
         "memory_tier": setup.memory_tier,
+        "parallel": state.summary() if state is not None else None,
         "image": str(args.image),
         "image_size": [int(setup.image.shape[1]), int(setup.image.shape[2])],
         "height": setup.height,
@@ -667,6 +695,7 @@ def generate_one(args: argparse.Namespace, inputs_note: dict[str, Any] | None = 
     """One video from ``args.image`` along ``args.trajectory`` into ``args.out`` (the body of
     ``worldstereo generate``); ``inputs_note`` is added to ``summary.json`` as ``"inputs"``."""
     from worldstereo.io.image import resize_image, save_image
+    from worldstereo.parallel import is_writer
     from worldstereo.pipeline import SceneMemory
 
     t0 = time.perf_counter()
@@ -676,6 +705,8 @@ def generate_one(args: argparse.Namespace, inputs_note: dict[str, Any] | None = 
     logger.info("generating %d frames at %dx%d (%s, %d steps, guidance %.2f, seed %d)", len(trajectory),
                 setup.height, setup.width, setup.model.variant, setup.steps, setup.guidance, args.seed)
     frames = run_one(setup, args, trajectory, memory, "denoise")
+    if not is_writer(setup.model):  # under --parallel every rank has the video; rank 0 writes it
+        return 0
     record = memory.history[-1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

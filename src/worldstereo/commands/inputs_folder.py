@@ -42,9 +42,9 @@ from worldstereo.commands import UsageError, final_path
 from worldstereo.commands.generate import (
     StepProgress,
     _check_model_spec,
-    _resolve_device,
     generate_one,
     load_model,
+    resolve_run_device,
     sampling_settings,
     write_memory_outputs,
     write_summary,
@@ -60,6 +60,7 @@ from worldstereo.io.reference_inputs import (
     read_trajectory_camera,
 )
 from worldstereo.memory import SpatialStereoMemory
+from worldstereo.parallel import is_writer
 from worldstereo.models.loading import resolve_checkpoint
 from worldstereo.pipeline import SceneMemory, generate_video
 
@@ -169,13 +170,15 @@ def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height
     """Reconstruction / panorama: one video per trajectory with the given renders and a shared bank."""
     t0 = time.perf_counter()
     _check_model_spec(args.model)
-    device, dtype_name = _resolve_device(args.device, args.dtype)
+    device, dtype_name = resolve_run_device(args)
     model, load_seconds = load_model(args, device, dtype_name)
+    writer = is_writer(model)  # under --parallel every rank generates; rank 0 writes
     steps, guidance = sampling_settings(args, model)
     bank = _initial_bank(model, inputs, height, width) if model.is_memory else None
     memory = SceneMemory(spatial=bank)  # history of the videos; the bank is read and updated here
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
     last_frames: dict[str, Any] = {}
     videos = []
     write_time = 0.0
@@ -206,6 +209,8 @@ def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height
         if bank is not None:  # retrieved here from the shared bank (given to generate_video)
             record.reference_names = ref_names
             record.conditioning["references"] = "retrieved"
+        if not writer:
+            continue
         t1 = time.perf_counter()
         files = write_video_outputs(out, f"_{i:02d}", video, record, sized, fps=args.fps,
                                     extra_json={"trajectory": traj_in.name, "video_index": i})
@@ -219,6 +224,8 @@ def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height
         videos.append({"index": i, "trajectory": traj_in.name, "num_frames": len(sized),
                        "frame_indices": keep, **record.summary(),
                        "inputs": inputs_used, "files": files})
+    if not writer:
+        return 0
     t2 = time.perf_counter()
     mem_info = write_memory_outputs(out, memory)
     write_time += time.perf_counter() - t2

@@ -62,13 +62,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Execute ``worldstereo multi-view``; returns the exit status."""
     from worldstereo.io.image import resize_image, save_image
+    from worldstereo.parallel import is_writer
     from worldstereo.pipeline import SceneMemory
 
     t0 = time.perf_counter()
     specs = list(args.trajectory)
     setup = prepare_generation(args, specs)
+    writer = is_writer(setup.model)  # under --parallel every rank generates; rank 0 writes
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
     memory = SceneMemory()
     videos = []
     write_time = 0.0
@@ -78,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
                     setup.width)
         frames = run_one(setup, args, trajectory, memory, f"video {i + 1}/{n}")
         record = memory.history[-1]
+        if not writer:
+            continue
         t1 = time.perf_counter()
         files = write_video_outputs(out, f"_{i:02d}", frames, record, trajectory, fps=args.fps,
                                     extra_json={"trajectory": spec, "video_index": i})
@@ -85,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         entry = {"index": i, "trajectory": spec, "fit_scale": setup.fit_scales[i], "num_frames": len(trajectory),
                  **record.summary(), "files": files}
         videos.append(entry)
+    if not writer:
+        return 0
     t2 = time.perf_counter()
     save_image(out / "image.png", resize_image(setup.image, setup.height, setup.width).clamp(0, 1))
     mem_info = write_memory_outputs(out, memory)

@@ -17,39 +17,27 @@ See ``docs/reliability.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from worldstereo._lazy import lazy_exports
 
 #: public name -> the sub-module that defines it
 _EXPORTS = {
-    "load_image": "image",
-    "save_image": "image",
-    "to_pil": "image",
-    "resize_image": "image",
-    "rescale_intrinsics": "image",
-    "resize_image_and_intrinsics": "image",
-    "read_video": "video",
-    "write_video": "video",
-    "frames_to_uint8": "video",
-    "read_ply": "ply",
-    "write_ply": "ply",
-    "PlyFormatError": "ply",
-    "atomic_write": "atomic",
-    "atomic_open": "atomic",
-    "InputFileError": "errors",
+    "load_image": ".image",
+    "save_image": ".image",
+    "to_pil": ".image",
+    "resize_image": ".image",
+    "rescale_intrinsics": ".image",
+    "resize_image_and_intrinsics": ".image",
+    "read_video": ".video",
+    "write_video": ".video",
+    "frames_to_uint8": ".video",
+    "read_ply": ".ply",
+    "write_ply": ".ply",
+    "PlyFormatError": ".ply",
+    "atomic_write": ".atomic",
+    "atomic_open": ".atomic",
+    "InputFileError": ".errors",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'worldstereo.io' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -1,13 +1,12 @@
 """WorldStereo model components: config schema, transformer (camera / memory), ControlNet, checkpoints.
 
-Names are imported lazily so that ``import worldstereo.models`` stays cheap; other engineers' modules
+Names are imported lazily so that ``import worldstereo.models`` stays cheap; the other components
 (conditioning, VAE, the ``WorldStereo`` wrapper) live in their own sub-modules and are imported from there.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from worldstereo._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "WorldStereoConfig": ".config",
@@ -29,15 +28,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'worldstereo.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

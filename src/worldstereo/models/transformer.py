@@ -392,14 +392,8 @@ class WorldStereoTransformer(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin
         """
         cp = config.context_parallel_config if isinstance(config, ParallelConfig) else config
         if isinstance(cp, ContextParallelConfig):
-            ulysses = cp.ulysses_degree or 1
-            if ulysses > 1 and not cp.ulysses_anything:
-                heads = {"backbone": self.backbone_config.num_attention_heads,
-                         "controlnet": self.worldstereo_config.controlnet_cfg.num_heads}
-                bad = {k: v for k, v in heads.items() if v % ulysses}
-                if bad:
-                    raise ValueError(f"config.ulysses_degree: {ulysses} must divide the attention head counts "
-                                     f"{heads}; not {bad} (Ulysses splits the heads over the ranks)")
+            if not cp.ulysses_anything:
+                self.check_ulysses_degree(cp.ulysses_degree or 1)
             if (cp.ring_degree or 1) > 1:
                 names = {legacy_backend_name(p._attention_backend) for p in self.attention_processors()}
                 if not names:
@@ -412,6 +406,18 @@ class WorldStereoTransformer(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin
                         f"'native', is the only backend on the CPU); use ulysses_degree instead, or on CUDA call "
                         f"set_attention_backend('flash' | '_native_cudnn' | '_native_flash') first")
         super().enable_parallelism(config=config, cp_plan=cp_plan)
+
+    def check_ulysses_degree(self, degree: int, name: str = "config.ulysses_degree") -> None:
+        """Raise a ``ValueError`` naming ``name`` unless ``degree`` divides the backbone and ControlNet
+        head counts (Ulysses attention splits the heads over the ranks)."""
+        if degree <= 1:
+            return
+        heads = {"backbone": self.backbone_config.num_attention_heads,
+                 "controlnet": self.worldstereo_config.controlnet_cfg.num_heads}
+        bad = {k: v for k, v in heads.items() if v % degree}
+        if bad:
+            raise ValueError(f"{name}: {degree} must divide the attention head counts {heads}; not {bad} (Ulysses "
+                             f"splits the heads over the ranks)")
 
     def _resolve_parallel_config(self, config: Any) -> Any:
         """diffusers' resolution of the parallel config, made to work without an accelerator.

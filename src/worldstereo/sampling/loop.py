@@ -13,6 +13,15 @@ Per step ``t`` (from ``scheduler.timesteps``):
    ``v = v_u + guidance_scale * (v_c - v_u)``; otherwise ``v = v_c`` (one pass per step, DMD);
 5. ``latents = scheduler.step(v, t, latents)``; latents stay float32 between steps.
 
+Each pass runs inside ``transformer.cache_context("cond")`` / ``("uncond")`` when the transformer has
+one (diffusers' ``CacheMixin``), so the caching hooks of ``enable_cache`` (FirstBlockCache, MagCache,
+TaylorSeer, ...) keep one state per guidance branch.
+
+CFG parallelism (``cfg_parallel``, see :class:`worldstereo.parallel.CFGParallel`): two processes
+run this loop together; each computes only its branch's pass (``cfg_parallel.branch``) and
+``cfg_parallel.gather(v)`` returns ``(v_cond, v_uncond)`` from both, so step 4's arithmetic and the
+result are those of one process.
+
 Non-finite values never pass silently: NaN/inf in the inputs are refused before the first model
 call (``ValueError`` naming the input), and the loop stops at the first step whose model output or
 latents are not finite with a :class:`NonFiniteLatentsError` naming the step and its timestep.
@@ -20,9 +29,10 @@ latents are not finite with a :class:`NonFiniteLatentsError` naming the step and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ContextManager, Mapping
 
 import torch
 from torch import Tensor
@@ -94,6 +104,12 @@ def _first_output(out: Any) -> Tensor:
                     f".sample, got {type(out).__name__}")
 
 
+def _cache_context(transformer: Any, name: str) -> ContextManager[Any]:
+    """``transformer.cache_context(name)`` when the transformer has one (diffusers ``CacheMixin``)."""
+    make = getattr(transformer, "cache_context", None)
+    return make(name) if callable(make) else contextlib.nullcontext()
+
+
 def denoise(
     transformer: Callable[..., Any],
     latents: Tensor,
@@ -106,6 +122,7 @@ def denoise(
     num_inference_steps: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     progress_callback: ProgressCallback | None = None,
+    cfg_parallel: Any | None = None,
 ) -> Tensor:
     """Run the flow-matching sampling loop and return the final latents.
 
@@ -132,6 +149,10 @@ def denoise(
             ``camera_qt``, ``camera_qt_ref``, ...), passed unchanged.
         progress_callback: ``progress_callback(step, total_steps, latents)`` after every step,
             ``step`` counting finished steps from 1.
+        cfg_parallel: CFG parallelism: an object with ``branch`` (``"cond"`` or ``"uncond"``: the pass
+            this process runs) and ``gather(v) -> (v_cond, v_uncond)`` (a
+            :class:`~worldstereo.parallel.CFGParallel`). Used only when guidance runs; without guidance
+            every process runs the conditional pass.
 
     Returns:
         Float32 latents after the last step, shape of ``latents``.
@@ -194,16 +215,28 @@ def denoise(
     condition = condition.to(device)
     latents = latents.to(torch.float32)
 
+    if cfg_parallel is not None and getattr(cfg_parallel, "branch", None) not in ("cond", "uncond"):
+        raise ValueError("cfg_parallel: expected an object with branch 'cond' or 'uncond' and gather(v)")
+    split_cfg = do_cfg and cfg_parallel is not None
+
+    def velocity(model_input: Tensor, timestep: Tensor, branch: str) -> Tensor:
+        embeds = cond_embeds if branch == "cond" else uncond_embeds
+        with _cache_context(transformer, branch):
+            return _first_output(transformer(hidden_states=model_input, timestep=timestep,
+                                             encoder_hidden_states=embeds, **kwargs, return_dict=False))
+
     with torch.no_grad():
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents, condition.to(latents.dtype)], dim=1).to(dtype)
             timestep = t.reshape(()).expand(batch).to(device)
-            v = _first_output(transformer(hidden_states=model_input, timestep=timestep,
-                                          encoder_hidden_states=cond_embeds, **kwargs, return_dict=False))
-            if do_cfg:
-                v_u = _first_output(transformer(hidden_states=model_input, timestep=timestep,
-                                                encoder_hidden_states=uncond_embeds, **kwargs, return_dict=False))
+            if split_cfg:
+                v, v_u = cfg_parallel.gather(velocity(model_input, timestep, cfg_parallel.branch))
                 v = v_u + guidance_scale * (v - v_u)
+            else:
+                v = velocity(model_input, timestep, "cond")
+                if do_cfg:
+                    v_u = velocity(model_input, timestep, "uncond")
+                    v = v_u + guidance_scale * (v - v_u)
             if not all_finite(v):
                 raise _nonfinite_error("the transformer output", v, i + 1, total, t)
             latents = _first_output(scheduler.step(v, t, latents, return_dict=False)).to(torch.float32)
