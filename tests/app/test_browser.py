@@ -136,8 +136,14 @@ class Shots:
 
 
 def _wait_text(page, selector: str, text: str, timeout: int = STEP_TIMEOUT_MS) -> str:
-    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
-                           arg=[selector, text], timeout=timeout)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && "
+                               "e.innerText.includes(t); }", arg=[selector, text], timeout=timeout)
+    except PlaywrightTimeout:
+        shown = page.evaluate("() => document.body.innerText.slice(0, 3000)")
+        raise AssertionError(f"{text!r} never appeared in {selector}; the page shows:\n{shown}") from None
     return page.locator(selector).inner_text()
 
 
@@ -165,6 +171,7 @@ def test_from_a_photo_to_the_3d_in_the_browser(server, browser, room_files, tmp_
     # 1. scene: the room photo and its exact depth
     t0 = time.perf_counter()
     page.locator("#ws-image input[type=file]").set_input_files(str(room_files["image"]))
+    page.wait_for_selector("#ws-image img", timeout=30_000)  # the upload has arrived
     page.locator("#ws-depth input[type=file]").set_input_files(str(room_files["depth"]))
     page.wait_for_selector("#ws-depth a, #ws-depth .file-name, #ws-depth table", timeout=30_000)
     page.get_by_role("button", name="Load scene").click()

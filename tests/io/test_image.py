@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import PIL
 from PIL import Image
 
 from worldstereo.io.image import (
@@ -151,6 +152,11 @@ def test_other_modes_become_rgb(mode, tmp_path):
     fmt = "TIFF" if mode in ("CMYK", "YCbCr", "PA") else "PNG"
     p = tmp_path / f"x.{fmt.lower()}"
     img.save(p, format=fmt)
+    try:
+        with Image.open(p) as check:
+            check.load()
+    except OSError as exc:  # Pillow 12 writes a YCbCr TIFF it cannot read back itself
+        pytest.skip(f"Pillow {PIL.__version__} cannot read back its own {mode} {fmt}: {exc}")
     t = load_image(p)
     assert t.shape == (3, 4, 6) and t.dtype == torch.float32 and 0 <= float(t.min()) <= float(t.max()) <= 1
 
