@@ -76,6 +76,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .devices import check_device
+from .errors import UnavailableError
 from .io.errors import InputFileError
 from .io.files import parse_json_text, read_text_file
 from .parallel import (
@@ -358,6 +360,47 @@ def _validate_one(raw: Any, line: int, base: Path, defaults: Mapping[str, Any],
     return BatchJob(line=line, trajectory_is_file=is_file, **values)
 
 
+def _check_job_files(job: BatchJob, images: dict[str, Any], problems: list[tuple[int, str | None, str]]) -> None:
+    """The content of a job's files, before any model work: the image decodes (``images`` caches the
+    size per path), the trajectory file parses, the depth map loads and has the image's size, and the
+    video fits the size budget. Problems are appended as ``(line, field, message)``."""
+    from .commands import UsageError
+    from .commands.render import check_trajectory_spec
+    from .camera import assign_scale
+    from .depth import load_depth
+    from .io.image import load_image
+
+    def problem(field: str, exc: BaseException) -> None:
+        problems.append((job.line, field, " ".join(str(exc).split())))
+
+    if job.image not in images:
+        try:
+            image = load_image(job.image, name="image")
+            images[job.image] = (int(image.shape[1]), int(image.shape[2]))
+        except (ValueError, TypeError, OSError) as exc:
+            images[job.image] = exc
+    size = images[job.image]
+    if isinstance(size, BaseException):
+        problem("image", size)
+        return
+    height, width = (job.height, job.width) if job.height is not None else assign_scale(*size)
+    try:
+        n = check_trajectory_spec(job.trajectory, job.frames, int(height), int(width), size,
+                                  None if job.trajectory_is_file else job.preset_args, option="trajectory")
+        if n < 2:
+            raise UsageError(f"{job.trajectory!r} has a single pose; a video needs at least 2 frames ('frames')")
+    except (ValueError, TypeError, OSError) as exc:
+        problem("preset_args" if "--preset-arg" in str(exc) else "trajectory",
+                ValueError(str(exc).replace("--preset-arg: ", "").replace("--frames/--height/--width: ", "")))
+    if job.depth is not None:
+        try:
+            depth = load_depth(job.depth, job.depth_scale, name="depth")
+            if tuple(depth.shape) != size:
+                raise ValueError(f"size {tuple(depth.shape)} does not match the image's (height, width) {size}")
+        except (ValueError, TypeError, OSError) as exc:
+            problem("depth", exc)
+
+
 def _check_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     problems = []
@@ -394,6 +437,8 @@ def validate_jobs(jobs: Sequence[Any], *, base_dir: str | os.PathLike[str] | Non
     Raises:
         JobsFileError: every problem found (line, field, what was expected).
     """
+    if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Sequence):
+        raise TypeError(f"jobs: expected a list of job dicts, got {type(jobs).__name__} (load_jobs reads a jobs file)")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     defs = _check_defaults(defaults)
     problems: list[tuple[int, str | None, str]] = []
@@ -403,6 +448,9 @@ def validate_jobs(jobs: Sequence[Any], *, base_dir: str | os.PathLike[str] | Non
         job = _validate_one(raw, line, base, defs, problems)
         if job is not None:
             out.append(job)
+    images: dict[str, Any] = {}
+    for job in out:
+        _check_job_files(job, images, problems)
     seen: dict[str, int] = {}
     for job in out:
         key = job.output.lower()  # case-insensitive file systems
@@ -749,6 +797,36 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def _check_model_options(model: Any, variant: str | None, memory_tier: str | None, device: torch.device | None,
+                         depth_model: Any) -> None:
+    """The checks of the model options that read no weight: the checkpoint's layout, configs and
+    variant (JSON files only), the memory tier and the depth model name."""
+    from .commands.render import check_depth_model_spec
+    from .models.loading import _looks_like_hub_id, resolve_checkpoint
+    from .vram import get_memory_tier
+
+    if isinstance(model, (str, os.PathLike)):
+        if Path(model).expanduser().exists() or not _looks_like_hub_id(os.fspath(model)):
+            try:
+                resolve_checkpoint(model, variant, local_files_only=True)
+            except (ValueError, OSError) as exc:
+                text = " ".join(str(exc).split())
+                raise type(exc)(text if text.startswith(("model", "variant")) else f"model: {text}") from exc
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a checkpoint folder, a Hugging Face id or a WorldStereo model, got "
+                        f"{type(model).__name__}")
+    if memory_tier is not None:
+        tier = get_memory_tier(memory_tier, "memory_tier")
+        if tier.needs_accelerator and device is not None and device.type == "cpu":
+            raise ValueError(f"memory_tier: {memory_tier!r} needs an accelerator device; on the CPU use resident, fp8, "
+                             f"int8 or float8")
+    if isinstance(depth_model, str):
+        try:
+            check_depth_model_spec(depth_model, "depth_model")
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+
 def run_batch(
     jobs: str | os.PathLike[str] | Sequence[Mapping[str, Any]],
     out: str | os.PathLike[str],
@@ -808,36 +886,50 @@ def run_batch(
             raise TypeError(f"jobs: expected a jobs file path or a list of job dicts, got {type(jobs).__name__}")
         job_list = validate_jobs(jobs, defaults=defaults)
         source = "jobs"
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out: {str(out_dir)!r} exists and is not a folder")
+    from .io.output_folder import check_output_target
+
+    out_dir = check_output_target(out, "out")  # a file, a root, unwritable ...: refused before any work
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if isinstance(fps, bool) or not isinstance(fps, int) or not 1 <= fps <= 240:
         raise ValueError(f"fps: expected an integer in [1, 240], got {fps!r}")
     if parallel is not None and parallel not in PARALLEL_MODES:
         raise ValueError(f"parallel: expected one of {list(PARALLEL_MODES)}, got {parallel!r}")
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        raise ValueError(f"group_size: expected a positive int, got {group_size!r}")
+    for name, flag in (("fsdp", fsdp), ("force", force), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected a bool, got {flag!r}")
     if memory_tier is not None and (parallel is not None or launched_by_torchrun()):
         raise ValueError("memory_tier: one-process placement; not with parallel / torchrun (use fsdp to shard)")
     job_variants = {j.variant for j in job_list if j.variant is not None}
     if variant is not None and job_variants and job_variants != {variant}:
         raise ValueError(f"variant: {variant!r} but the jobs ask for {sorted(job_variants)}")
     variant = variant or (next(iter(job_variants)) if job_variants else None)
+    if variant is not None and variant not in _VARIANTS:
+        raise ValueError(f"variant: expected one of {list(_VARIANTS)}, got {variant!r}")
 
     # -- processes, device, model ---------------------------------------------------------------
     import torch.distributed as dist
 
     distributed = parallel is not None or fsdp or launched_by_torchrun() or (dist.is_available() and
                                                                            dist.is_initialized())
-    if distributed:
-        if device is not None:
-            raise ValueError("device: under torchrun each rank uses cuda:LOCAL_RANK (or the CPU); do not pass device")
-        dev = init_distributed()
-    elif device is None:
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if distributed and not (launched_by_torchrun() or (dist.is_available() and dist.is_initialized())):
+        what = "parallel" if parallel is not None else "fsdp"
+        raise UnavailableError(f"{what}: splits each video over torchrun processes; start the batch with "
+                               f"`torchrun --nproc-per-node N -m worldstereo batch ...` (or drop {what})")
+    if distributed and device is not None:
+        raise ValueError("device: under torchrun each rank uses cuda:LOCAL_RANK (or the CPU); do not pass device")
+    if not distributed:
+        dev = check_device(device, "device") if device is not None else \
+            torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = _resolve_dtype(dtype, dev)
     else:
-        dev = torch.device(device)
-    torch_dtype = _resolve_dtype(dtype, dev)
+        _resolve_dtype(dtype, torch.device("cuda"))  # the name only; the rank's device is known below
+    _check_model_options(model, variant, memory_tier, None if distributed else dev, depth_model)
+    if distributed:
+        dev = init_distributed()
+        torch_dtype = _resolve_dtype(dtype, dev)
     loaded = _load_model(model, variant, dev, torch_dtype, on_device=not distributed and memory_tier is None)
     if variant is not None and loaded.variant != variant:
         raise ValueError(f"variant: the jobs / option ask for {variant!r} but the model is {loaded.variant!r}")

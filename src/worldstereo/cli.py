@@ -205,6 +205,23 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _refuse_out_inside_inputs(args: argparse.Namespace, target: object, option: str) -> None:
+    """``--out`` may not be, or lie inside, a folder the command reads (``input_folder_args``: the
+    ``reconstruct`` INPUT folder, ``generate --inputs``): the result would be written into the input
+    and a later run would read its own output."""
+    from worldstereo.commands import UsageError
+    from worldstereo.io.paths import is_inside
+
+    for attr in getattr(args, "input_folder_args", ()):
+        value = getattr(args, attr, None)
+        if value is None or not Path(value).is_dir():
+            continue
+        if is_inside(os.path.abspath(os.fspath(target)), value):
+            name = "INPUT" if attr == "input" else "--" + attr.replace("_", "-")
+            raise UsageError(f"{option}: {os.fspath(target)!r} lies inside the folder {name} reads "
+                             f"({os.fspath(value)!r}); choose an output folder outside it")
+
+
 def _run_command(args: argparse.Namespace) -> int:
     """``args.func(args)``, inside a transactional output folder when the command has ``--out``."""
     attr = getattr(args, "output_folder_arg", "out")
@@ -213,7 +230,9 @@ def _run_command(args: argparse.Namespace) -> int:
     from worldstereo.io.output_folder import output_folder
 
     target = getattr(args, attr)
-    with output_folder(target, owner=args.command, option="--" + attr.replace("_", "-")) as staged:
+    option = "--" + attr.replace("_", "-")
+    _refuse_out_inside_inputs(args, target, option)
+    with output_folder(target, owner=args.command, option=option) as staged:
         setattr(args, attr, staged.path)
         args.output_target = staged.target
         try:

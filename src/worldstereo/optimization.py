@@ -35,6 +35,8 @@ from accelerate.utils import send_to_device
 from diffusers.hooks import HookRegistry, ModelHook
 from torch import nn
 
+from worldstereo.devices import check_device
+from worldstereo.errors import UnavailableError
 from worldstereo.vram import PRECISION_CRITICAL_PATTERNS, MEMORY_TIERS, MemoryTier, get_memory_tier, suggest_memory_tier
 
 __all__ = [
@@ -346,16 +348,19 @@ def enable_model_cpu_offload(model: nn.Module, device: str | torch.device | None
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
-        RuntimeError: no accelerator (CUDA, XPU or MPS) is available on this machine.
+        UnavailableError (a ``RuntimeError`` and a ``ValueError``): no accelerator (CUDA, XPU or MPS)
+            is available on this machine; ValueError: a bad ``device``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module (WorldStereo model or transformer), "
                         f"got {type(model).__name__}")
+    if device is not None:
+        device = check_device(device, "device")
     if not _accelerator_available():
-        raise RuntimeError("enable_model_cpu_offload: expected a CUDA, XPU or MPS accelerator, but none is "
-                           "available on this machine; CPU offload only helps when the model runs on an "
-                           "accelerator - run on the CPU without it (device='cpu')")
-    exec_device = torch.device(device) if device is not None else _default_accelerator()
+        raise UnavailableError("enable_model_cpu_offload: expected a CUDA, XPU or MPS accelerator, but none is "
+                               "available on this machine; CPU offload only helps when the model runs on an "
+                               "accelerator - run on the CPU without it (device='cpu')")
+    exec_device = device if device is not None else _default_accelerator()
     previous = getattr(model, _HANDLE_ATTR, None)
     if isinstance(previous, ModelOffloadHandle):
         previous.remove()
@@ -552,16 +557,19 @@ def enable_memory_tier(model: nn.Module, tier: str | MemoryTier, device: str | t
 
     Raises:
         ValueError: unknown tier; TypeError: not a WorldStereo model / transformer;
-        RuntimeError: the tier needs an accelerator (none available, or ``device`` is the CPU), or the
-            model already has a tier; ImportError: a torchao tier without torchao installed.
+        UnavailableError (a ``RuntimeError`` and a ``ValueError``): the tier needs an accelerator (none
+            available, or ``device`` is the CPU), a ``device`` this machine does not have, or the model
+            already has a tier; ImportError: a torchao tier without torchao installed.
     """
     tier = get_memory_tier(tier)
+    if device is not None:
+        device = check_device(device, "device")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module (WorldStereo model or transformer), "
                         f"got {type(model).__name__}")
     transformer, encoders = _components_of(model)
     if isinstance(getattr(model, _TIER_ATTR, None), MemoryTierHandle):
-        raise RuntimeError(f"model: memory tier {getattr(model, _TIER_ATTR).tier.name!r} is already applied; "
+        raise UnavailableError(f"model: memory tier {getattr(model, _TIER_ATTR).tier.name!r} is already applied; "
                            f"reload the model to use another tier")
     if compute_dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"compute_dtype: expected torch.bfloat16, torch.float16 or torch.float32, got {compute_dtype}")
@@ -571,10 +579,10 @@ def enable_memory_tier(model: nn.Module, tier: str | MemoryTier, device: str | t
         dev = torch.device(device)
     if tier.needs_accelerator:
         if not _accelerator_available():
-            raise RuntimeError(f"tier {tier.name!r}: needs a CUDA, XPU or MPS accelerator, but none is available on "
+            raise UnavailableError(f"tier {tier.name!r}: needs a CUDA, XPU or MPS accelerator, but none is available on "
                                f"this machine; on the CPU use tier 'resident' (or the lossy 'fp8' / 'int8')")
         if tier.placement.startswith("group") and dev.type not in ("cuda", "xpu"):
-            raise RuntimeError(f"tier {tier.name!r}: group offloading streams weights with CUDA/XPU streams; "
+            raise UnavailableError(f"tier {tier.name!r}: group offloading streams weights with CUDA/XPU streams; "
                                f"device must be a CUDA or XPU device, got {dev}")
     if tier.needs_torchao:
         _require_torchao()

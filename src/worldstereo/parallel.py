@@ -61,6 +61,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.device_mesh import init_device_mesh
 
+from .errors import UnavailableError
+
 __all__ = [
     "PARALLEL_MODES",
     "CFGParallel",
@@ -111,21 +113,25 @@ def init_distributed(backend: str | None = None) -> torch.device:
         backend: ``torch.distributed`` backend string (default as above).
 
     Raises:
-        RuntimeError: not started by ``torchrun`` (no ``RANK`` / ``WORLD_SIZE`` in the environment),
-            or ``torch.distributed`` is unavailable in this PyTorch build.
+        UnavailableError (a ``RuntimeError`` and a ``ValueError``): not started by ``torchrun`` (no
+            ``RANK`` / ``WORLD_SIZE`` in the environment), or ``torch.distributed`` is unavailable in
+            this PyTorch build.
     """
+    if backend is not None and (not isinstance(backend, str) or not backend.strip()):
+        raise TypeError(f"backend: expected None or a torch.distributed backend string such as 'gloo' or "
+                        f"'cpu:gloo,cuda:nccl', got {backend!r}")
     if not dist.is_available():
-        raise RuntimeError("torch.distributed is not available in this PyTorch build")
+        raise UnavailableError("torch.distributed is not available in this PyTorch build")
     if dist.is_initialized():
         return _rank_device()
     if not launched_by_torchrun():
-        raise RuntimeError("parallel: no process group and no torchrun environment (RANK, WORLD_SIZE); launch with "
+        raise UnavailableError("parallel: no process group and no torchrun environment (RANK, WORLD_SIZE); launch with "
                            "`torchrun --nproc-per-node N -m worldstereo ...` (or call "
                            "torch.distributed.init_process_group yourself)")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"parallel: LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA "
+            raise UnavailableError(f"parallel: LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA "
                                f"device(s) are visible; start at most that many processes per machine")
         torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend or "cpu:gloo,cuda:nccl")
@@ -308,8 +314,8 @@ def enable_context_parallel(model: nn.Module, mode: str = "ulysses", *, group_si
             not dividing the head counts.
         NotImplementedError: ring attention on the CPU (it needs an accelerator attention backend that
             returns the log-sum-exp); use ``"ulysses"``.
-        RuntimeError: no process group (use :func:`init_distributed` under ``torchrun``), parallelism
-            already enabled, or a memory tier / CPU offload is applied (they place the model
+        UnavailableError (a ``RuntimeError`` and a ``ValueError``): no process group (use
+            :func:`init_distributed` under ``torchrun``), parallelism already enabled, or a memory tier / CPU offload is applied (they place the model
             differently; use one or the other).
         TypeError: not a WorldStereo model; ``"cfg"`` modes on a bare transformer.
     """
@@ -324,21 +330,25 @@ def enable_context_parallel(model: nn.Module, mode: str = "ulysses", *, group_si
     if mode.startswith("cfg") and transformer is model:
         raise TypeError(f"mode={mode!r}: CFG parallelism splits the sampling loop's guidance passes; pass the "
                         f"WorldStereo model, not its transformer")
-    dev = torch.device(device) if device is not None else (_rank_device() if dist.is_available() and
-                                                          dist.is_initialized() else torch.device("cpu"))
+    if device is not None:
+        from .devices import check_device
+
+        dev = check_device(device, "device")
+    else:
+        dev = _rank_device() if dist.is_available() and dist.is_initialized() else torch.device("cpu")
     if "ring" in mode and dev.type == "cpu":
         raise NotImplementedError(
             f"mode={mode!r}: ring attention needs an accelerator: it combines partial attentions with their "
             f"log-sum-exp, which the CPU attention (PyTorch SDPA, diffusers 'native') does not return; use "
             f"mode='ulysses' on the CPU, or run on CUDA GPUs")
     if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError("enable_context_parallel: torch.distributed is not initialised; launch with torchrun and "
+        raise UnavailableError("enable_context_parallel: torch.distributed is not initialised; launch with torchrun and "
                            "call worldstereo.parallel.init_distributed() first")
     if parallel_state(model) is not None or getattr(transformer, "_parallel_config", None) is not None:
-        raise RuntimeError("model: parallelism is already enabled; load the model again to change it")
+        raise UnavailableError("model: parallelism is already enabled; load the model again to change it")
     for attr, what in (("_worldstereo_memory_tier", "a memory tier"), ("_worldstereo_offload_handle", "CPU offload")):
         if getattr(model, attr, None) is not None:
-            raise RuntimeError(f"model: {what} is applied; parallelism places the model itself (one full copy or an "
+            raise UnavailableError(f"model: {what} is applied; parallelism places the model itself (one full copy or an "
                                f"FSDP shard per rank) — load the model without it")
 
     world, rank = dist.get_world_size(), dist.get_rank()
@@ -413,6 +423,8 @@ def shard_model(model: nn.Module, mesh: Any) -> None:
         model: a WorldStereo model or a bare transformer.
         mesh: a 1-D device mesh (the group).
     """
+    if mesh is None or not callable(getattr(mesh, "size", None)):
+        raise TypeError(f"mesh: expected a 1-D torch.distributed DeviceMesh, got {type(mesh).__name__}")
     transformer, text_encoder = _transformer_and_text_encoder(model)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -433,6 +445,12 @@ def decode_split(decode: Callable[[Tensor], Tensor], latents: Tensor, state: Par
     ``[r·k, (r+1)·k)`` with ``k = ceil(F / group_size)`` (padded with frame 0 to equal size), then
     the group ``all_gather``s. Returns what ``decode(latents)`` returns, on every rank.
     """
+    if not isinstance(state, ParallelState):
+        raise TypeError(f"state: expected the ParallelState of enable_context_parallel, got {type(state).__name__}")
+    if not callable(decode):
+        raise TypeError(f"decode: expected a callable, got {type(decode).__name__}")
+    if not isinstance(latents, Tensor) or latents.ndim != 5:
+        raise ValueError(f"latents: expected a (B, C, F, h, w) tensor, got {getattr(latents, 'shape', type(latents))}")
     group = state.group_process_group
     n_frames = latents.shape[2]
     if group is None or n_frames < 2:

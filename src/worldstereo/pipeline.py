@@ -35,6 +35,7 @@ from .parallel import decode_split, is_writer, parallel_state
 from .pipeline_inputs import GivenInputs, load_given_inputs
 from .pipeline_validation import (
     RECONSTRUCTION_METHODS,
+    check_save_path,
     validate_generation_args,
 )
 
@@ -436,6 +437,20 @@ def _as_point_cloud(point_cloud: Any) -> Any:
     return PointCloud.from_tensor(torch.as_tensor(point_cloud))
 
 
+def _check_scene_memory(memory: Any, name: str = "memory") -> None:
+    """``memory``: None or a :class:`SceneMemory` whose parts are memories (or None)."""
+    if memory is None:
+        return
+    if not isinstance(memory, SceneMemory):
+        raise TypeError(f"{name}: expected a SceneMemory or None, got {type(memory).__name__}")
+    from .memory import GlobalGeometricMemory, SpatialStereoMemory
+
+    for part, cls in (("geometric", GlobalGeometricMemory), ("spatial", SpatialStereoMemory)):
+        value = getattr(memory, part)
+        if value is not None and not isinstance(value, cls):
+            raise TypeError(f"{name}.{part}: expected a {cls.__name__} or None, got {type(value).__name__}")
+
+
 def _check_model(model: Any) -> None:
     required = ("transformer", "vae", "encode_prompt", "encode_image", "make_scheduler", "is_memory")
     missing = [name for name in required if not hasattr(model, name)]
@@ -550,8 +565,7 @@ def _check_inputs(model: Any, condition_image: ImageInput, camera_trajectory: Ca
         point_cloud=args["point_cloud"], use_geometric_memory=args["use_geometric_memory"],
         **{k: args.pop(k) for k in _GIVEN_ARGS},
     )
-    if memory is not None and not isinstance(memory, SceneMemory):
-        raise TypeError(f"memory: expected a SceneMemory or None, got {type(memory).__name__}")
+    _check_scene_memory(memory)
     image_full = _load_condition_image(condition_image)
     if panorama is None:
         panorama = _is_panorama(image_full)
@@ -1166,8 +1180,11 @@ def generate_videos(
         TypeError / ValueError: a job's arguments are invalid — every job is checked before any
             model work; the message starts with ``jobs[i]``.
     """
-    if isinstance(jobs, Mapping) or not isinstance(jobs, Sequence):
+    if isinstance(jobs, (Mapping, str, bytes)) or not isinstance(jobs, Sequence):
         raise TypeError(f"jobs: expected a list of dicts of generate_video arguments, got {type(jobs).__name__}")
+    if not isinstance(return_exceptions, bool):
+        raise TypeError(f"return_exceptions: expected a bool, got {return_exceptions!r}")
+    _check_model(model)
     for i, job in enumerate(jobs):
         _check_job_arguments(model, i, job)
     runner = BatchedGeneration(model, batch_size, catch_errors=return_exceptions)
@@ -1181,20 +1198,24 @@ def generate_videos(
     return [results[i].video if results[i].ok else results[i].error for i in range(len(jobs))]  # type: ignore[misc]
 
 
-def _check_job_arguments(model: Any, index: int, job: Any) -> None:
-    """The checks of :func:`generate_video` that need no file or model work, for ``jobs[index]``."""
+def _check_job_arguments(model: Any, index: int, job: Any, what: str = "jobs") -> None:
+    """The checks of :func:`generate_video` that need no file or model work, for ``jobs[index]``
+    (``what``: the name used in messages)."""
     if not isinstance(job, Mapping):
-        raise TypeError(f"jobs[{index}]: expected a dict of generate_video arguments, got {type(job).__name__}")
+        raise TypeError(f"{what}[{index}]: expected a dict of generate_video arguments, got {type(job).__name__}")
     missing = [k for k in ("condition_image", "camera_trajectory") if k not in job]
     if missing:
-        raise ValueError(f"jobs[{index}]: missing {missing}")
+        raise ValueError(f"{what}[{index}]: missing {missing}")
     kwargs = dict(job)
     try:
         args = _bind_generate_args(model, kwargs.pop("condition_image"), kwargs.pop("camera_trajectory"), kwargs)
         validate_generation_args(camera_trajectory=args["camera_trajectory"],
                                  **{k: args[k] for k in _VALIDATED_ARGS})
+        _check_scene_memory(args.get("memory"))
+        if args.get("panorama") is not None and not isinstance(args["panorama"], bool):
+            raise TypeError(f"panorama: expected a bool or None, got {args['panorama']!r}")
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"jobs[{index}]: {exc}") from exc
+        raise type(exc)(f"{what}[{index}]: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- multi-view / 3D
@@ -1221,7 +1242,9 @@ def generate_multi_view(
     Returns:
         The videos, one per trajectory, in ``output_format``.
     """
-    if isinstance(trajectories, CameraTrajectory) or not isinstance(trajectories, Sequence) or not trajectories:
+    _check_model(model)
+    if isinstance(trajectories, (CameraTrajectory, str, bytes)) or not isinstance(trajectories, Sequence) \
+            or not trajectories:
         raise ValueError("trajectories: expected a non-empty list of CameraTrajectory")
     for i, t in enumerate(trajectories):
         if not isinstance(t, CameraTrajectory):
@@ -1232,19 +1255,25 @@ def generate_multi_view(
     if isinstance(save_paths, (list, tuple)):
         if len(save_paths) != len(trajectories):
             raise ValueError(f"save_path: expected {len(trajectories)} paths (one per trajectory), got {len(save_paths)}")
+        for i, p in enumerate(save_paths):
+            check_save_path(p, f"save_path[{i}]")
     elif save_paths is not None:
-        base = Path(save_paths)
+        base = check_save_path(save_paths)
         save_paths = [str(base.with_name(f"{base.stem}_{i:02d}{base.suffix}")) for i in range(len(trajectories))]
     memory = generation_kwargs.pop("memory", None)
+    _check_scene_memory(memory)
     if "num_frames" in generation_kwargs:
         nf = generation_kwargs.pop("num_frames")
     else:
         nf = None
-    # validate every trajectory before generating anything
+    # validate every trajectory (and the arguments with it) before generating anything
     for i, traj in enumerate(trajectories):
         n = nf if nf is not None else len(traj)
         if n != len(traj):
             raise ValueError(f"trajectories[{i}]: has {len(traj)} frames but num_frames={n}")
+        job = {**generation_kwargs, "condition_image": condition_image, "camera_trajectory": traj,
+               "num_frames": len(traj), "save_path": None if save_paths is None else save_paths[i]}
+        _check_job_arguments(model, i, job, what="trajectories")
     image = _load_condition_image(condition_image)
     videos: List[VideoOutput] = []
     for i, traj in enumerate(trajectories):
@@ -1290,7 +1319,10 @@ def reconstruct_3d(
     if output_format not in ("tensor", "numpy", "video"):
         raise ValueError(f"output_format: reconstruct_3d returns a tensor or an array; expected 'tensor', "
                          f"'numpy' or 'video', got {output_format!r}")
-    memory = generation_kwargs.pop("memory", None) or SceneMemory()
+    _check_model(model)
+    memory = generation_kwargs.pop("memory", None)
+    _check_scene_memory(memory)
+    memory = memory if memory is not None else SceneMemory()
     frame_depth = _reconstruction_depth_source(model, generation_kwargs.get("depth_estimator"))
     frames = generate_video(
         model, condition_image, camera_trajectory, num_frames=num_frames, output_format="tensor",
@@ -1316,6 +1348,25 @@ def reconstruct_3d(
 # ----------------------------------------------------------------------------- pipeline class
 
 
+def _check_pretrained_args(model_path: Any, variant: Any, kwargs: Mapping[str, Any]) -> None:
+    """The checks of ``WorldStereo.from_pretrained`` that read no weights: keyword names, ``variant``
+    and, for a local folder, the checkpoint layout and configs (so a bad path fails before loading)."""
+    from .models.loading import _looks_like_hub_id, resolve_checkpoint
+    from .models.worldstereo import WorldStereo
+
+    allowed = set(inspect.signature(WorldStereo.from_pretrained).parameters) - {"cls", "name_or_path", "variant"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"{unknown[0]}: not an argument of WorldStereo.from_pretrained (accepted: {sorted(allowed)})")
+    if Path(model_path).expanduser().exists() or not _looks_like_hub_id(str(model_path)):
+        resolve_checkpoint(model_path, variant, local_files_only=True)  # json files only, no weights
+    elif variant is not None:
+        from .models.config import MODEL_TYPES
+
+        if variant not in MODEL_TYPES:
+            raise ValueError(f"variant: expected one of {list(MODEL_TYPES)}, got {variant!r}")
+
+
 class WorldStereoPipeline:
     """A loaded model plus device settings, with the functional API as methods.
 
@@ -1323,7 +1374,8 @@ class WorldStereoPipeline:
         model_path: a folder (reference layout, one variant sub-folder, or our ``save_pretrained``
             folder) or a Hugging Face id.
         device: ``"cuda"`` (default), ``"cpu"``, ... Asking for CUDA where there is none raises a
-            ``RuntimeError`` that suggests ``device="cpu"``.
+            :class:`~worldstereo.errors.UnavailableError` (a ``RuntimeError`` and a ``ValueError``)
+            that suggests ``device="cpu"``.
         torch_dtype: weight dtype; float16 on CPU falls back to float32 with a warning.
         enable_xformers: use xFormers attention when installed (else PyTorch SDPA, one warning).
         enable_cpu_offload: keep components on the CPU and move each to the accelerator only for
@@ -1352,12 +1404,9 @@ class WorldStereoPipeline:
     ) -> None:
         if not isinstance(model_path, (str, Path)):
             raise TypeError(f"model_path: expected a str or Path, got {type(model_path).__name__}")
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device: not a valid torch device: {device!r}") from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError('device: CUDA was requested but is not available on this machine; pass device="cpu"')
+        from .devices import check_device
+
+        dev = check_device(device, "device")  # CUDA where there is none: UnavailableError (a RuntimeError)
         for name, flag in (("enable_xformers", enable_xformers), ("enable_cpu_offload", enable_cpu_offload)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name}: expected a bool, got {flag!r}")
@@ -1370,6 +1419,8 @@ class WorldStereoPipeline:
 
         tier = self._check_memory_tier(memory_tier, dev, enable_cpu_offload)
         from .models.worldstereo import WorldStereo
+
+        _check_pretrained_args(model_path, variant, from_pretrained_kwargs)
 
         self.model = WorldStereo.from_pretrained(model_path, variant, torch_dtype=torch_dtype, **from_pretrained_kwargs)
         self.device = dev
@@ -1406,7 +1457,7 @@ class WorldStereoPipeline:
         from . import optimization
 
         if memory_tier != "auto":
-            tier = optimization.get_memory_tier(memory_tier)  # ValueError listing the names
+            tier = optimization.get_memory_tier(memory_tier, "memory_tier")  # ValueError listing the names
             if tier.needs_accelerator and dev.type == "cpu":
                 raise ValueError(f"memory_tier: {memory_tier!r} needs an accelerator device, got device={str(dev)!r}; "
                                  f"on the CPU use 'resident' (or the lossy 'fp8' / 'int8' / 'float8')")

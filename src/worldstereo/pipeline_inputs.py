@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .io.video import read_video
 from .models.vae import latent_shape
+from worldstereo.errors import MissingPathError
 
 __all__ = [
     "GivenInputs",
@@ -112,7 +113,7 @@ def resize_reference_images(images: Tensor, height: int, width: int) -> Tensor:
 def _read_video_file(path: Any, name: str) -> Tensor:
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{name}: video file {str(p)!r} does not exist")
+        raise MissingPathError(f"{name}: video file {str(p)!r} does not exist")
     if p.is_dir():
         raise ValueError(f"{name}: {str(p)!r} is a directory, expected a video file")
     try:
@@ -269,6 +270,12 @@ def load_given_inputs(
             refs = refs[None]
         if refs.ndim != 4 or refs.shape[1] != 3 or refs.shape[0] < 1:
             raise ValueError(f"reference_images: expected shape (R, 3, H, W) with R >= 1, got {tuple(refs.shape)}")
+        from .memory.limits import MEMORY_CONFIG_LIMITS
+
+        most = int(MEMORY_CONFIG_LIMITS["max_references"][1])
+        if refs.shape[0] > most:
+            raise ValueError(f"reference_images: {refs.shape[0]} reference views; at most {most} are supported "
+                             f"(the reference model uses 8)")
         if not refs.is_floating_point():
             raise TypeError(f"reference_images: expected a float tensor in [0, 1], got dtype {refs.dtype}")
         refs = refs.float().cpu()

@@ -146,7 +146,7 @@ PRECISION_CRITICAL_PATTERNS = ("patch_embed", "condition_embedder", "norm", "^pr
 #: Tiers :func:`suggest_memory_tier` considers, in order of preference (fastest first); lossy ones last.
 _SUGGESTION_ORDER = ("resident", "group_offload", "model_offload", "group_offload_leaf", "fp8_group_offload",
                      "fp8_group_offload_leaf")
-def get_memory_tier(tier: str | MemoryTier) -> MemoryTier:
+def get_memory_tier(tier: str | MemoryTier, name: str = "tier") -> MemoryTier:
     """The :class:`MemoryTier` of a name (or the tier itself).
 
     Raises:
@@ -154,8 +154,8 @@ def get_memory_tier(tier: str | MemoryTier) -> MemoryTier:
     """
     if isinstance(tier, MemoryTier):
         return tier
-    if tier not in _BY_NAME:
-        raise ValueError(f"tier: expected one of {list(MEMORY_TIERS)}, got {tier!r}")
+    if not isinstance(tier, str) or tier not in _BY_NAME:
+        raise ValueError(f"{name}: expected one of {list(MEMORY_TIERS)}, got {tier!r}")
     return _BY_NAME[tier]
 
 

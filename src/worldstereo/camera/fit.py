@@ -27,8 +27,9 @@ from torch import Tensor
 
 from ..geometry.coverage import render_coverage
 from ..geometry.pointcloud import PointCloud
-from ..geometry.render import footprint_radius_px, render_point_cloud
-from .trajectory import CameraTrajectory
+from ..config_checks import check_float, check_int
+from ..geometry.render import RENDER_LIMITS, footprint_radius_px, render_point_cloud
+from .trajectory import CameraTrajectory, _as_float_tensor
 
 __all__ = ["DEFAULT_MIN_COVERAGE", "TrajectoryFit", "fit_trajectory", "scene_median_depth"]
 
@@ -116,6 +117,11 @@ def _fit_size(height: int, width: int, point_radius: float) -> tuple[int, int]:
     return h, w
 
 
+def _check_renderer_settings(point_radius: Any, points_per_pixel: Any) -> None:
+    check_float("point_radius", point_radius, *RENDER_LIMITS["point_radius"])
+    check_int("points_per_pixel", points_per_pixel, *RENDER_LIMITS["points_per_pixel"])
+
+
 def fit_trajectory(trajectory: CameraTrajectory, points: Any, K: Any = None, *, height: int | None = None,
                    width: int | None = None, min_coverage: float = DEFAULT_MIN_COVERAGE, max_scale: float = 1.0,
                    point_radius: float = 0.008, points_per_pixel: int = 8) -> TrajectoryFit:
@@ -149,6 +155,7 @@ def fit_trajectory(trajectory: CameraTrajectory, points: Any, K: Any = None, *, 
     if isinstance(max_scale, bool) or not isinstance(max_scale, (int, float)) or not (
             math.isfinite(max_scale) and max_scale > 0):
         raise ValueError(f"max_scale: expected a finite number > 0, got {max_scale!r}")
+    _check_renderer_settings(point_radius, points_per_pixel)
     cloud = _as_cloud(points)
     traj = trajectory
     if K is not None:
@@ -156,7 +163,7 @@ def fit_trajectory(trajectory: CameraTrajectory, points: Any, K: Any = None, *, 
             if not trajectory.has_intrinsics:
                 raise ValueError("height/width: required with K when the trajectory has no intrinsics")
             height, width = trajectory.height, trajectory.width
-        traj = trajectory.with_intrinsics(torch.as_tensor(K, dtype=trajectory.dtype), height=height, width=width)
+        traj = trajectory.with_intrinsics(_as_float_tensor(K, "K").to(trajectory.dtype), height=height, width=width)
     elif not trajectory.has_intrinsics:
         raise ValueError("K: the trajectory has no intrinsics; pass K with height and width")
     elif height is not None or width is not None:

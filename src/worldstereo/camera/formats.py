@@ -39,7 +39,7 @@ import torch
 from ..io import limits
 from ..io.atomic import atomic_open
 from ..io.errors import InputFileError, reading
-from ..io.files import finite_number, load_npz, read_json_file, read_text_file
+from ..io.files import finite_number, load_npz, number_array, read_json_file, read_text_file
 from .trajectory import TRAJECTORY_UNITS, CameraTrajectory, _OPENGL_FLIP
 
 __all__ = [
@@ -105,11 +105,7 @@ def _image_size(image_path: Any) -> tuple[int, int]:
 
 
 def _matrices(value: Any, shape: tuple[int, int], name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise InputFileError(None, f"expected a list of {shape[0]}x{shape[1]} matrices of numbers",
-                             field=name) from None
+    arr = number_array(value, name, f"a list of {shape[0]}x{shape[1]} matrices of numbers")
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[1:] != shape:

@@ -20,7 +20,7 @@ from torch import Tensor
 from .rotations import rotation_x, rotation_y, rotation_z
 from .trajectory import CameraTrajectory, _as_float_tensor, _check_size, _invert_rigid, intrinsics_from_fov
 
-__all__ = ["PRESET_NAMES", "look_at_w2c"]
+__all__ = ["PRESET_LIMITS", "PRESET_NAMES", "look_at_w2c"]
 
 #: names accepted by :meth:`CameraTrajectory.preset` (and the CLI)
 PRESET_NAMES: tuple[str, ...] = (
@@ -32,7 +32,12 @@ PRESET_NAMES: tuple[str, ...] = (
 _DT = torch.float64  # presets are built in float64 and returned as float32
 
 
-def _check_real(value: Any, name: str, *, positive: bool = False) -> float:
+#: Bounds of the preset parameters (they keep every pose finite and meaningful): lengths
+#: (distances, radii, focus depths) in median depths, angles in degrees, zoom factors, revolutions.
+PRESET_LIMITS: dict[str, float] = {"length": 1e6, "angle_deg": 3600.0, "zoom": 1e3, "revolutions": 1e3}
+
+
+def _check_real(value: Any, name: str, *, positive: bool = False, kind: str = "length") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
     v = float(value)
@@ -40,6 +45,13 @@ def _check_real(value: Any, name: str, *, positive: bool = False) -> float:
         raise ValueError(f"{name}: expected a finite number, got {value!r}")
     if positive and v <= 0:
         raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    limit = PRESET_LIMITS[kind]
+    if kind == "zoom":
+        if not 1.0 / limit <= v <= limit:
+            raise ValueError(f"{name}: expected a zoom factor in [{1.0 / limit:g}, {limit:g}], got {value!r}")
+    elif abs(v) > limit:
+        unit = {"length": " median depths", "angle_deg": " degrees", "revolutions": ""}[kind]
+        raise ValueError(f"{name}: expected a number of magnitude at most {limit:g}{unit}, got {value!r}")
     return v
 
 
@@ -83,7 +95,7 @@ def rotate_in_place(axis: int, angle_deg: float, num_frames: int, *, height: int
     c2w = R_axis(angle): a positive angle about y turns the view towards +x (right), about x towards
     -y (up), about z rolls the camera x axis towards +y.
     """
-    angle = sign * _check_real(angle_deg, "angle_deg")
+    angle = sign * _check_real(angle_deg, "angle_deg", kind="angle_deg")
     t = _params(num_frames)
     K = _K(len(t), height, width, fov_deg)
     ang = torch.deg2rad(t * angle)
@@ -98,7 +110,7 @@ def rotate_in_place(axis: int, angle_deg: float, num_frames: int, *, height: int
 
 def zoom(factor: float, num_frames: int, *, height: int, width: int, fov_deg: float) -> CameraTrajectory:
     """Identity poses; focal lengths ``f * factor ** t`` (principal point fixed)."""
-    factor = _check_real(factor, "factor", positive=True)
+    factor = _check_real(factor, "factor", positive=True, kind="zoom")
     t = _params(num_frames)
     K = _K(len(t), height, width, fov_deg)
     scale = factor ** t
@@ -131,8 +143,8 @@ def orbit(azimuth_deg: float, num_frames: int, *, elevation_deg: float, depth: f
     """Rigid rotation of the camera about the point (0, 0, depth): c2w = T(p) R T(-p) with
     R = R_y(-azimuth) R_x(-elevation) (positive azimuth moves the camera to +x, positive elevation
     to -y); the point stays on every optical axis at distance ``depth``."""
-    az = _check_real(azimuth_deg, "azimuth_deg")
-    el = _check_real(elevation_deg, "elevation_deg")
+    az = _check_real(azimuth_deg, "azimuth_deg", kind="angle_deg")
+    el = _check_real(elevation_deg, "elevation_deg", kind="angle_deg")
     depth = _check_real(depth, "depth", positive=True)
     t = _params(num_frames)
     K = _K(len(t), height, width, fov_deg)
@@ -185,7 +197,7 @@ def spiral(radius: float, num_frames: int, *, revolutions: float, forward: float
            height: int, width: int, fov_deg: float) -> CameraTrajectory:
     """Centre ``(r t cos(2 pi k t), r t sin(2 pi k t), forward t)`` looking at ``(0, 0, focus_depth)``."""
     radius = _check_real(radius, "radius")
-    revolutions = _check_real(revolutions, "revolutions")
+    revolutions = _check_real(revolutions, "revolutions", kind="revolutions")
     forward = _check_real(forward, "forward")
     focus_depth = _check_real(focus_depth, "focus_depth", positive=True)
     if forward >= focus_depth:

@@ -38,10 +38,16 @@ PathLike = str | os.PathLike
 
 
 def _check_size(value: Any, name: str) -> int:
+    """A positive integer image side (``height`` / ``width``, at most ``MAX_IMAGE_SIDE``) or frame
+    count (``num_frames``, at most ``MAX_CAMERAS``): the bounds of :mod:`worldstereo.io.limits`,
+    so that no size makes a trajectory (or what is rendered from it) allocate without bound."""
+    from worldstereo.io.limits import MAX_CAMERAS, MAX_IMAGE_SIDE
+
+    limit = MAX_CAMERAS if name.endswith("frames") else MAX_IMAGE_SIDE
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
-    if int(value) <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value}")
+    if not 0 < int(value) <= limit:
+        raise ValueError(f"{name}: expected a positive int of at most {limit}, got {value}")
     return int(value)
 
 
@@ -73,7 +79,7 @@ def intrinsics_from_fov(height: int, width: int, fov_deg: float = 60.0, *, dtype
     """
     height = _check_size(height, "height")
     width = _check_size(width, "width")
-    if not isinstance(fov_deg, (int, float)) or not (0.0 < float(fov_deg) < 180.0):
+    if isinstance(fov_deg, bool) or not isinstance(fov_deg, (int, float)) or not (0.0 < float(fov_deg) < 180.0):
         raise ValueError(f"fov_deg: expected a horizontal field of view in (0, 180) degrees, got {fov_deg!r}")
     f = (width / 2.0) / math.tan(math.radians(float(fov_deg)) / 2.0)
     return torch.tensor([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
@@ -265,7 +271,11 @@ class CameraTrajectory:
         elif isinstance(index, slice):
             sel = index
         else:
-            idx = torch.as_tensor(index, device=self.w2c.device) if not isinstance(index, Tensor) else index
+            try:
+                idx = torch.as_tensor(index, device=self.w2c.device) if not isinstance(index, Tensor) else index
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(f"index: expected an int, a slice, integer indices or a bool mask, got "
+                                f"{type(index).__name__} {index!r:.60}") from None
             if idx.dtype == torch.bool:
                 if idx.shape != (n,):
                     raise IndexError(f"index: boolean mask must have shape ({n},), got {tuple(idx.shape)}")
@@ -325,6 +335,10 @@ class CameraTrajectory:
         """Copy to ``device`` and/or floating ``dtype`` (float32 or float64)."""
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+        if device is not None:
+            from worldstereo.devices import check_device
+
+            device = check_device(device, "device")
         w2c = self.w2c.to(device=device, dtype=dtype)
         K = None if self.K is None else self.K.to(device=device, dtype=dtype)
         return self._like(w2c, K)
@@ -506,7 +520,12 @@ class CameraTrajectory:
     def relative_to(self, index: int = 0) -> CameraTrajectory:
         """Re-express poses in the frame of camera ``index`` (that camera becomes the identity):
         ``w2c_i' = w2c_i @ c2w_index``."""
-        ref = self.c2w[index]
+        n = len(self)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index: expected an int, got {type(index).__name__} {index!r:.60}")
+        if not -n <= int(index) < n:
+            raise IndexError(f"index: {index} out of range for a trajectory of {n} frames")
+        ref = self.c2w[int(index)]
         return self._like(self.w2c @ ref, self.K)
 
     # ------------------------------------------------------------------ scale
@@ -531,7 +550,11 @@ class CameraTrajectory:
         rel[:, :3, 3] = rel[:, :3, 3] * float(factor)
         out = rel @ w2c0
         out[0] = w2c0
-        return self._like(out.to(self.w2c.dtype), None if self.K is None else self.K.clone())
+        out = out.to(self.w2c.dtype)
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(f"factor: {factor!r} makes the translations overflow {self.w2c.dtype}; expected a "
+                             f"smaller factor")
+        return self._like(out, None if self.K is None else self.K.clone())
 
     def in_scene_units(self, median_depth: float) -> CameraTrajectory:
         """This trajectory in scene units, given the condition view's median depth in scene units.

@@ -16,12 +16,14 @@ path to where it will be).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UsageError", "add_fit_option", "bounded_float", "bounded_int", "final_path", "output_path",
-           "parse_key_values", "positive_float", "positive_int"]
+__all__ = ["UsageError", "add_fit_option", "bounded_float", "bounded_int", "final_path", "options_named",
+           "output_path", "parse_key_values", "positive_float", "positive_int"]
 
 #: default of ``--fit-trajectory`` without a value (= ``worldstereo.camera.fit.DEFAULT_MIN_COVERAGE``,
 #: kept literal so that ``--help`` does not import torch)
@@ -30,6 +32,22 @@ FIT_DEFAULT_COVERAGE = 0.5
 
 class UsageError(ValueError):
     """Bad command-line input; reported without a traceback, exit status 2."""
+
+
+@contextlib.contextmanager
+def options_named(options: Mapping[str, str]) -> Iterator[None]:
+    """Context manager: a ``ValueError`` of the library whose message starts with one of its parameter
+    names (``"voxel_size: ..."``) is re-raised as a :class:`UsageError` naming the command-line option
+    that set it (``"--voxel-size: ..."``), so that every message names what the user typed."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as exc:
+        name, sep, rest = str(exc).partition(": ")
+        if sep and name in options:
+            raise UsageError(f"{options[name]}: {rest}") from exc
+        raise
 
 
 def positive_int(text: str) -> int:

@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from worldstereo.commands import UsageError, bounded_float, bounded_int, positive_int
+from worldstereo.commands import UsageError, bounded_float, bounded_int, options_named, output_path, positive_int
 from worldstereo.commands.parallel_options import add_parallel_options
 
 __all__ = ["register", "run"]
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("jobs", type=Path, metavar="JOBS", help="JSON Lines jobs file (one JSON object per line)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created; one sub-folder per job)")
+    p.add_argument("--out", required=True, type=output_path, help="output folder (created; one sub-folder per job)")
     p.add_argument("--model", required=True, metavar="PATH|ID", help="WorldStereo checkpoint (as for generate)")
     p.add_argument("--variant", choices=("worldstereo-camera", "worldstereo-memory", "worldstereo-memory-dmd"),
                    default=None, help="model type to load (default: the jobs' 'variant', else worldstereo-memory)")
@@ -65,6 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+#: run_batch parameter -> the option that sets it (for messages)
+_OPTION_OF = {name: "--" + name.replace("_", "-") for name in (
+    "out", "model", "variant", "device", "dtype", "batch_size", "parallel", "group_size", "fsdp", "memory_tier",
+    "depth_model", "fps")}
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``worldstereo batch``; returns the exit status."""
     from worldstereo.batch import JobsFileError, run_batch
@@ -73,13 +79,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--group-size: more than one rank per video needs --parallel MODE or --fsdp")
     defaults = {name: getattr(args, name) for name in ("frames", "height", "width", "steps", "guidance", "fov")
                 if getattr(args, name) is not None}
+    if (args.height is None) != (args.width is None):
+        raise UsageError("--height/--width: give both or neither")
     try:
-        report = run_batch(
-            args.jobs, args.out, args.model, variant=args.variant, device=args.device, dtype=args.dtype,
-            batch_size=args.batch_size, parallel=args.parallel, group_size=args.group_size, fsdp=args.fsdp,
-            memory_tier=args.memory_tier, depth_model=args.depth_model, defaults=defaults, fps=args.fps,
-            force=args.force, progress=not args.no_progress,
-        )
+        with options_named(_OPTION_OF):  # an option refused by run_batch: named as on the command line
+            report = run_batch(
+                args.jobs, args.out, args.model, variant=args.variant, device=args.device, dtype=args.dtype,
+                batch_size=args.batch_size, parallel=args.parallel, group_size=args.group_size, fsdp=args.fsdp,
+                memory_tier=args.memory_tier, depth_model=args.depth_model, defaults=defaults, fps=args.fps,
+                force=args.force, progress=not args.no_progress,
+            )
     except JobsFileError as exc:
         if exc.source != "defaults":
             raise

@@ -137,6 +137,12 @@ def run(args: argparse.Namespace) -> int:
     if args.height % 16 or args.width % 16:
         raise UsageError(f"--height/--width: must be multiples of 16, got {args.height}x{args.width}")
     num_frames = args.frames or 16
+    from worldstereo.pipeline_validation import check_video_size
+
+    try:
+        check_video_size(num_frames, args.height, args.width)
+    except ValueError as exc:
+        raise UsageError(f"--frames/--height/--width: {str(exc).split(': ', 1)[1]}") from None
     preset_args = parse_key_values(args.preset_arg, "--preset-arg")
     scene = make_room_scene(seed=args.seed)
     # condition view at the identity pose

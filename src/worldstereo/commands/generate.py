@@ -133,7 +133,7 @@ def add_generation_options(parser: argparse.ArgumentParser, *, image_optional: b
                         help="model type to load from a reference root (default: worldstereo-memory); checked "
                              "against the folder otherwise")
     parser.add_argument("--out", required=True, type=output_path, help="output folder (created if needed)")
-    parser.add_argument("--frames", type=bounded_int(1, MAX_FRAMES), default=None,
+    parser.add_argument("--frames", type=bounded_int(2, MAX_FRAMES), default=None,
                         help="frames per video (default: 16 for presets, the file's length for files; the "
                              "reference uses 21 keyframes)")
     parser.add_argument("--height", type=bounded_int(16, MAX_SIDE), default=None,
@@ -303,11 +303,19 @@ def _check_trajectory_spec(spec: str) -> None:
                          f"{', '.join(PRESET_NAMES)}")
 
 
-def _check_model_spec(spec: str) -> None:
+def _check_model_spec(spec: str, variant: str | None = None) -> None:
     path = Path(spec)
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"--model: {spec!r} is a file, expected a checkpoint folder or a Hugging Face id")
+        from worldstereo.models.loading import resolve_checkpoint
+
+        try:  # the layout, the configs and --variant, from the JSON files only (no weight is read)
+            resolve_checkpoint(path, variant, local_files_only=True)
+        except (ValueError, OSError) as exc:
+            text = " ".join(str(exc).split())
+            option = "--variant" if text.startswith("variant:") else "--model"
+            raise UsageError(f"{option}: cannot use {spec!r}: {text}") from None
         return
     if not _HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
         raise UsageError(f"--model: {spec!r} is neither an existing folder nor a Hugging Face id (owner/name)")
@@ -320,17 +328,10 @@ def _resolve_device(spec: str | None, dtype_name: str | None) -> tuple[str, str]
     if spec is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     else:
-        try:
-            device = str(torch.device(spec))
-        except (RuntimeError, ValueError) as exc:
-            raise UsageError(f"--device: {spec!r} is not a torch device ({exc})") from None
+        from worldstereo.devices import check_device
+
+        device = str(check_device(spec, "--device"))  # a typo, "meta", CUDA/MPS where there is none: exit 2
     kind = torch.device(device).type
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device: {spec!r} requested but CUDA is not available; use --device cpu")
-    if kind == "cuda":
-        index = torch.device(device).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise UsageError(f"--device: {spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
     dtype = dtype_name or ("bfloat16" if kind == "cuda" else "float32")
     if kind == "cpu" and dtype != "float32":
         logger.warning("--dtype %s: half precision is slow or unsupported on the CPU; using float32", dtype)
@@ -406,8 +407,7 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     """
     from worldstereo.commands.render import (
         check_depth_model_spec,
-        load_trajectory_file,
-        preset_trajectory,
+        check_trajectory_spec,
         resolve_trajectory,
         working_size,
     )
@@ -423,16 +423,17 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
         _check_trajectory_spec(spec)
     if preset_args and all(Path(s).exists() for s in specs):
         raise UsageError("--preset-arg: only applies to preset trajectories, not to files")
-    for spec in specs:  # unknown preset keywords and broken files fail now, not after loading the model
-        if not Path(spec).exists():
-            preset_trajectory(spec, 2, height, width, 60.0, 1.0, preset_args)
-        else:
-            load_trajectory_file(Path(spec), image_size=image_size)
+    for spec in specs:  # unknown preset keywords, broken files, too long videos fail now, not after loading
+        n = check_trajectory_spec(spec, args.frames, height, width, image_size,
+                                  None if Path(spec).exists() else preset_args)
+        if n < 2:
+            raise UsageError(f"--trajectory: {spec!r} has a single pose; a video needs at least 2 frames (--frames N "
+                             f"repeats it)")
     if args.depth_scale is not None and args.depth is None:
         raise UsageError("--depth-scale: only applies with --depth")
     user_depth = _load_user_depth(args, image_size) if args.depth is not None else None
     check_depth_model_spec(args.depth_model)
-    _check_model_spec(args.model)
+    _check_model_spec(args.model, args.variant)
     device, dtype_name = resolve_run_device(args)
 
     # -- model -------------------------------------------------------------------------------
@@ -673,7 +674,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "pre-rendered render.mp4 / render_mask.mp4 come from it; replaces IMAGE and --trajectory. "
                         "Generation size and keyframe count default to the model's scale_map and nframe")
     add_generation_options(p, image_optional=True)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, input_folder_args=("inputs",))
     return p
 
 

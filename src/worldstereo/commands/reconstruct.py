@@ -19,11 +19,13 @@ import argparse
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worldstereo.commands import UsageError, bounded_int, final_path, output_path, positive_float
+from worldstereo.commands import UsageError, bounded_int, final_path, options_named, output_path, positive_float
+from worldstereo.errors import MissingPathError
 
 __all__ = ["OutputFolderVideo", "find_output_folder_videos", "load_cameras", "load_depth_input", "load_frames",
            "register", "run"]
@@ -72,7 +74,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated exports (ply, gaussians, mesh_glb, mesh_obj, mesh_ply, transforms, "
                         "colmap, worldmirror, viewer); default: all that apply")
     p.add_argument("--device", default=None, help="device for a depth model (default: auto)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, input_folder_args=("input",))
     return p
 
 
@@ -94,6 +96,8 @@ def find_output_folder_videos(folder: Path) -> list[OutputFolderVideo] | None:
     """
     if not folder.is_dir():
         return None
+    if os.path.lexists(folder / "camera.json") and not (folder / "camera.json").is_file():
+        raise UsageError(f"input: {str(folder / 'camera.json')!r} is not a regular file")
     if (folder / "camera.json").is_file():
         suffixes = [""]
     else:
@@ -142,7 +146,7 @@ def load_frames(path: Path) -> Any:
             frames.append(frame)
         return torch.stack(frames)
     if not path.exists():
-        raise FileNotFoundError(f"input: {str(path)!r} does not exist")
+        raise MissingPathError(f"input: {str(path)!r} does not exist")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise UsageError(f"input: {str(path)!r} is neither a folder of images nor a video "
                          f"({', '.join(VIDEO_SUFFIXES)})")
@@ -170,7 +174,7 @@ def load_cameras(path: Path, height: int, width: int) -> Any:
             return read_colmap_text(path)[0]
         raise UsageError(f"--cameras: folder {str(path)!r} is not a COLMAP text model (cameras.txt, images.txt)")
     if not path.exists():
-        raise FileNotFoundError(f"--cameras: {str(path)!r} does not exist")
+        raise MissingPathError(f"--cameras: {str(path)!r} does not exist")
     if path.suffix.lower() == ".json":
         doc = read_json_file(path, "--cameras", "camera file")
         if isinstance(doc, dict) and "extrinsics" in doc and "intrinsics" in doc:
@@ -215,6 +219,9 @@ def _read_depth_array(p: Path, num_frames: int) -> Any:
                          f"{tuple(arr.shape)}")
     if arr.shape[0] != num_frames:
         raise UsageError(f"--depth: {str(p)!r} holds {arr.shape[0]} depth maps but there are {num_frames} frames")
+    values = np.asarray(arr, dtype=np.float64)
+    if not (np.isfinite(values) & (values > 0)).any():
+        raise UsageError(f"--depth: {str(p)!r} holds no valid (finite, positive) depth in any frame")
     return torch.as_tensor(np.asarray(arr, dtype=np.float32))
 
 
@@ -288,8 +295,11 @@ def run(args: argparse.Namespace) -> int:
     from worldstereo.reconstruction.export import EXPORT_FORMATS
 
     formats = None
-    if args.formats:
+    if args.formats is not None:
         formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+        if not formats:
+            raise UsageError(f"--formats: expected a comma-separated list of {', '.join(EXPORT_FORMATS)}, got "
+                             f"{args.formats!r}")
         bad = [f for f in formats if f not in EXPORT_FORMATS]
         if bad:
             raise UsageError(f"--formats: unknown {bad}; choose from {', '.join(EXPORT_FORMATS)}")
@@ -297,6 +307,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--formats: mesh exports need --method mesh")
         if "gaussians" in formats and args.method != "neural_field":
             raise UsageError("--formats: 'gaussians' needs --method neural_field")
+    if args.device is not None:
+        from worldstereo.devices import check_device
+
+        check_device(args.device, "--device")
     videos = find_output_folder_videos(Path(args.input))
     depth = None
     if videos is not None:
@@ -314,8 +328,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--cameras: {len(cams)} cameras but the input has {T} frames")
     if depth is None:
         depth = load_depth_input(args.depth, T, args.device)
-    rec = reconstruct(frames, cams, args.method, depth, voxel_size=args.voxel_size, scale_anchor=args.scale_anchor,
-                      field_iterations=args.field_iterations)
+    with options_named({"voxel_size": "--voxel-size", "field_iterations": "--field-iterations",
+                        "scale_anchor": "--scale-anchor", "depth": "--depth"}):
+        rec = reconstruct(frames, cams, args.method, depth, voxel_size=args.voxel_size,
+                          scale_anchor=args.scale_anchor, field_iterations=args.field_iterations)
     out = Path(args.out)
     written = rec.save(out, formats=tuple(formats) if formats else None, frames=frames)
     with atomic_write(out / "metrics.json") as tmp:

@@ -152,7 +152,10 @@ def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_d
                          f"{', '.join(PRESET_NAMES)}")
     params = inspect.signature(getattr(CameraTrajectory, name)).parameters
     kw: dict[str, Any] = {"num_frames": num_frames, "height": height, "width": width, "fov_deg": fov_deg}
+    own_option = {"num_frames": "--frames", "height": "--height", "width": "--width", "fov_deg": "--fov"}
     for key, value in (overrides or {}).items():
+        if key in own_option:
+            raise UsageError(f"--preset-arg: {key} has its own option; use {own_option[key]}")
         if key not in params:
             allowed = sorted(k for k in params if k not in ("num_frames", "height", "width", "fov_deg"))
             raise UsageError(f"--preset-arg: preset {name!r} has no parameter {key!r}; it accepts {allowed}")
@@ -164,6 +167,39 @@ def preset_trajectory(name: str, num_frames: int, height: int, width: int, fov_d
         raise UsageError(f"--preset-arg: preset {name!r} rejected its parameters{f' ({given})' if given else ''}: "
                          f"{' '.join(str(exc).split())}") from None
     return preset.in_scene_units(median_depth)
+
+
+def check_trajectory_spec(spec: str, num_frames: int | None, height: int, width: int, image_size: tuple[int, int],
+                          preset_args: dict[str, Any] | None = None, option: str = "--trajectory") -> int:
+    """Check a ``--trajectory`` before any depth or model work — a preset name and its
+    ``--preset-arg`` values (built once, cheaply), or a trajectory file (parsed) — and that the
+    video it gives fits the size budget; returns its frame count.
+
+    Raises:
+        UsageError / InputFileError (ValueErrors): naming the option, the file or the parameter.
+    """
+    from worldstereo.camera import PRESET_NAMES
+    from worldstereo.pipeline_validation import check_video_size
+
+    path = Path(spec)
+    if path.exists():
+        if path.is_dir():
+            raise UsageError(f"{option}: {spec!r} is a directory, expected a trajectory file or preset name")
+        if preset_args:
+            raise UsageError("--preset-arg: only applies to preset trajectories, not to files")
+        poses = len(load_trajectory_file(path, image_size=image_size, option=option))
+        n = num_frames or poses
+    else:
+        if spec not in PRESET_NAMES:
+            raise UsageError(f"{option}: {spec!r} is neither an existing file nor a preset; presets: "
+                             f"{', '.join(PRESET_NAMES)}")
+        preset_trajectory(spec, 2, height, width, 60.0, 1.0, preset_args)
+        n = num_frames or 16
+    try:
+        check_video_size(n, height, width)
+    except ValueError as exc:
+        raise UsageError(f"--frames/--height/--width: {str(exc).split(': ', 1)[1]}") from None
+    return n
 
 
 def resolve_trajectory(spec: str, *, num_frames: int | None, height: int, width: int, fov_deg: float | None,
@@ -499,14 +535,16 @@ def run(args: argparse.Namespace) -> int:
     image_size = (int(image0.shape[1]), int(image0.shape[2]))
     height, width = working_size(args, image_size)
     preset_args = parse_key_values(args.preset_arg, "--preset-arg")
-    # fail on a bad trajectory before the (slow) depth estimation
-    spec_path = Path(args.trajectory)
-    if not spec_path.exists():
-        from worldstereo.camera import PRESET_NAMES
+    # fail on a bad trajectory (or one too long for the size) before the (slow) depth estimation
+    check_trajectory_spec(args.trajectory, args.frames, height, width, image_size, preset_args)
+    if args.depth is not None:
+        from worldstereo.depth import load_depth
 
-        if args.trajectory not in PRESET_NAMES:
-            raise UsageError(f"--trajectory: {args.trajectory!r} is neither an existing file nor a preset; "
-                             f"presets: {', '.join(PRESET_NAMES)}")
+        load_depth(args.depth, args.depth_scale, name="--depth")  # a bad depth file fails now, not after the work
+    elif args.device is not None:
+        from worldstereo.devices import check_device
+
+        check_device(args.device, "--device")
     image = resize_image(image0, height, width)
     pred = _depth_for(args, image, image_size)
     valid = pred.valid_mask & (pred.depth > 0)

@@ -40,6 +40,10 @@ def get_depth_estimator(spec: DepthSource = DEFAULT_DEPTH_MODEL, *, device: str 
         TypeError: unsupported ``spec`` type.
         ImportError: MoGe requested but not installed.
     """
+    if device is not None:
+        from worldstereo.devices import check_device
+
+        device = check_device(device, "device")
     if isinstance(spec, (Tensor, np.ndarray)):
         return UserDepth(spec, **kwargs)
     if isinstance(spec, (str, os.PathLike)):
@@ -54,6 +58,13 @@ def get_depth_estimator(spec: DepthSource = DEFAULT_DEPTH_MODEL, *, device: str 
             return MoGeDepthEstimator(text[len("moge:"):], device=device, **kwargs)
         if "moge" in lowered and not path.is_dir():
             return MoGeDepthEstimator(text, device=device, **kwargs)
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ValueError(f"depth source: the folder {text!r} has no config.json; expected a transformers depth "
+                             f"model folder, a Hugging Face id (owner/name), 'moge', or a depth file "
+                             f"({', '.join(DEPTH_FILE_SUFFIXES)})")
+        if os.path.lexists(path) and not path.is_dir():
+            raise ValueError(f"depth source: {text!r} is a file but not a depth file ({', '.join(DEPTH_FILE_SUFFIXES)}); "
+                             f"expected a depth file, a model folder or id, or 'moge'")
         return TransformersDepthEstimator(text, device=device, **kwargs)
     if callable(spec):
         return spec  # type: ignore[return-value]

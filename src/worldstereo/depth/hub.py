@@ -24,8 +24,11 @@ PROBE_TIMEOUT_S = 3.0
 _TRUE = ("1", "on", "yes", "true")
 
 
-class DepthModelUnavailableError(OSError):
-    """A depth model is neither local nor cached and the Hub cannot be used (offline or unreachable)."""
+class DepthModelUnavailableError(OSError, ValueError):
+    """A depth model is neither local nor cached and the Hub cannot be used (offline or unreachable).
+
+    Also a ``ValueError``: the input names a model this machine cannot load (the CLI answers with
+    exit status 2 and the way out: ``--depth FILE`` or ``hf download``)."""
 
 
 def hub_offline() -> bool:

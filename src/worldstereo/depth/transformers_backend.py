@@ -14,6 +14,7 @@ from torch import Tensor
 
 from worldstereo.depth.base import DepthPrediction, normalize_median_depth
 from worldstereo.depth.hub import DepthModelUnavailableError, check_hub_access
+from worldstereo.errors import MissingPathError
 
 __all__ = ["TransformersDepthEstimator", "DEFAULT_DEPTH_MODEL"]
 
@@ -49,7 +50,7 @@ def _load(model: str, local_files_only: bool) -> tuple[Any, Any]:
     if os.path.isdir(model):
         return load(True)
     if not _HUB_ID.fullmatch(model):
-        raise FileNotFoundError(f"model: {model!r} is neither a local model folder nor a Hugging Face id (owner/name)")
+        raise MissingPathError(f"model: {model!r} is neither a local model folder nor a Hugging Face id (owner/name)")
     if _in_hub_cache(model):
         try:
             return load(True)  # the cache: no network access at all

@@ -23,6 +23,10 @@ DEPTH_FILE_SUFFIXES = (".npy", ".npz", ".png")
 
 #: Default scale of 16-bit PNG depth: stored values are millimetres -> metres.
 PNG16_DEFAULT_SCALE = 1.0 / 1000.0
+#: Usable z-depth range in scene units: the point renderer draws points in (1e-4, 1e12) (its near
+#: and far limits, :mod:`worldstereo.geometry.render`); a depth map beyond it would render nothing.
+MIN_USABLE_DEPTH = 1e-4
+MAX_DEPTH = 1e12
 
 
 def validate_depth(
@@ -44,7 +48,8 @@ def validate_depth(
     Raises:
         TypeError: not a tensor / array, or not a real dtype.
         ValueError: wrong shape or size, NaN/inf values (set them to 0 to mark them invalid),
-            negative values, or no positive value at all.
+            negative values, no positive value at all, values above :data:`MAX_DEPTH` or none
+            above :data:`MIN_USABLE_DEPTH` (a wrong scale: nothing would be rendered).
     """
     if isinstance(depth, np.ndarray):
         if depth.dtype.kind not in "uif":
@@ -74,6 +79,13 @@ def validate_depth(
         raise ValueError(f"{name}: negative depth values (min {float(d.min()):.4g}); depth must be >= 0 (0 = invalid)")
     if not bool((d > 0).any()):
         raise ValueError(f"{name}: all depth values are zero (no valid pixel)")
+    top = float(d.max())
+    if top > MAX_DEPTH:
+        raise ValueError(f"{name}: depth values up to {top:.4g}; expected z-depth in scene units below {MAX_DEPTH:g} "
+                         f"(is the scale right?)")
+    if top <= MIN_USABLE_DEPTH:
+        raise ValueError(f"{name}: every depth value is at most {top:.4g}; expected z-depth in scene units above "
+                         f"{MIN_USABLE_DEPTH:g} (is the scale right?)")
     return d.contiguous()
 
 

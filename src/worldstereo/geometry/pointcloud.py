@@ -22,6 +22,8 @@ def _to_tensor(x: Any, name: str) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected a numeric array, got dtype {x.dtype}")
         return torch.from_numpy(np.ascontiguousarray(x))
     raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
 
@@ -102,7 +104,11 @@ class PointCloud:
 
     def to(self, device: torch.device | str | None) -> "PointCloud":
         """Copy of the cloud on ``device`` (self when already there)."""
-        if device is None or torch.device(device) == self.device:
+        if device is None:
+            return self
+        from ..devices import check_device
+
+        if check_device(device, "device") == self.device:
             return self
         return PointCloud(self.xyz.to(device), self.rgb.to(device),
                           None if self.normals is None else self.normals.to(device))
@@ -111,10 +117,24 @@ class PointCloud:
         return PointCloud(self.xyz[idx], self.rgb[idx], None if self.normals is None else self.normals[idx])
 
     def __getitem__(self, idx: Tensor | slice | int) -> "PointCloud":
-        """Subset by index tensor, boolean mask or slice (an int gives a 1-point cloud)."""
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1 if idx != -1 else None)
-        return self._select(idx)  # type: ignore[arg-type]
+        """Subset by index tensor, boolean mask or slice (an int gives a 1-point cloud).
+
+        Raises:
+            IndexError: an int out of range; TypeError: an index of another type.
+        """
+        n = len(self)
+        if isinstance(idx, (int, np.integer)) and not isinstance(idx, bool):
+            i = int(idx)
+            if not -n <= i < n:
+                raise IndexError(f"idx: {i} out of range for a cloud of {n} points")
+            idx = slice(i % n, i % n + 1)
+        elif not isinstance(idx, (slice, Tensor, np.ndarray, list, tuple)):
+            raise TypeError(f"idx: expected an int, a slice, integer indices or a bool mask, got {type(idx).__name__}")
+        try:
+            return self._select(idx)  # type: ignore[arg-type]
+        except (IndexError, RuntimeError, TypeError, ValueError) as exc:
+            raise IndexError(f"idx: cannot select points of a cloud of {n} with it ({' '.join(str(exc).split())[:120]})") \
+                from None
 
     # ------------------------------------------------------------------ combining
     @classmethod
@@ -149,11 +169,16 @@ class PointCloud:
         Voxels are aligned to the world origin (voxel index = floor(xyz / voxel_size)). The output
         is ordered by voxel index (lexicographic x, y, z).
         """
-        if not isinstance(voxel_size, (int, float)) or not np.isfinite(voxel_size) or voxel_size <= 0:
+        if isinstance(voxel_size, bool) or not isinstance(voxel_size, (int, float)) or not np.isfinite(voxel_size) \
+                or voxel_size <= 0:
             raise ValueError(f"voxel_size: expected a positive finite number, got {voxel_size!r}")
         if self.is_empty:
             return self
-        vox = torch.floor(self.xyz.double() / float(voxel_size)).long()
+        q = torch.floor(self.xyz.double() / float(voxel_size))
+        if float(q.abs().max()) >= 2.0**62:
+            raise ValueError(f"voxel_size: {voxel_size!r} is too small for coordinates up to "
+                             f"{float(self.xyz.abs().max()):.4g} (voxel indices overflow 64-bit integers)")
+        vox = q.long()
         vmin = vox.min(dim=0).values
         vox = vox - vmin
         ext = vox.max(dim=0).values + 1
@@ -192,12 +217,18 @@ class PointCloud:
 
     def crop(self, min_xyz: Sequence[float] | Tensor, max_xyz: Sequence[float] | Tensor) -> "PointCloud":
         """Points inside the axis-aligned box ``min_xyz <= xyz <= max_xyz`` (inclusive)."""
-        lo = torch.as_tensor(min_xyz, dtype=torch.float32, device=self.device).reshape(-1)
-        hi = torch.as_tensor(max_xyz, dtype=torch.float32, device=self.device).reshape(-1)
-        if lo.numel() != 3:
-            raise ValueError(f"min_xyz: expected 3 values, got {lo.numel()}")
-        if hi.numel() != 3:
-            raise ValueError(f"max_xyz: expected 3 values, got {hi.numel()}")
+        bounds = []
+        for name, v in (("min_xyz", min_xyz), ("max_xyz", max_xyz)):
+            try:
+                t = torch.as_tensor(v, dtype=torch.float32, device=self.device).reshape(-1)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(f"{name}: expected 3 numbers, got {type(v).__name__}") from None
+            if t.numel() != 3:
+                raise ValueError(f"{name}: expected 3 values, got {t.numel()}")
+            if bool(torch.isnan(t).any()):
+                raise ValueError(f"{name}: contains NaN")
+            bounds.append(t)
+        lo, hi = bounds
         if bool((lo > hi).any()):
             raise ValueError(f"min_xyz/max_xyz: min {lo.tolist()} exceeds max {hi.tolist()}")
         inside = ((self.xyz >= lo) & (self.xyz <= hi)).all(dim=1)

@@ -133,16 +133,32 @@ def _check_common(points: PointCloud, height: int, width: int, point_radius: flo
                   depth_tolerance: float) -> None:
     if not isinstance(points, PointCloud):
         raise TypeError(f"points: expected a PointCloud, got {type(points).__name__}")
+    lo_side, hi_side = RENDER_LIMITS["side"]
     for name, v in (("height", height), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not lo_side <= v <= hi_side:
+            raise ValueError(f"{name}: expected a positive int of at most {hi_side:.0f} pixels, got {v!r}")
+    max_radius = RENDER_LIMITS["point_radius"][1]
     if isinstance(point_radius, bool) or not isinstance(point_radius, (int, float)) or \
-            not math.isfinite(point_radius) or point_radius < 0:
-        raise ValueError(f"point_radius: expected a number >= 0 (NDC units; 0 = plain z-buffer), got {point_radius!r}")
-    if isinstance(points_per_pixel, bool) or not isinstance(points_per_pixel, int) or points_per_pixel < 1:
-        raise ValueError(f"points_per_pixel: expected an int >= 1, got {points_per_pixel!r}")
-    if not isinstance(depth_tolerance, (int, float)) or not depth_tolerance >= 0:
-        raise ValueError(f"depth_tolerance: expected a number >= 0, got {depth_tolerance!r}")
+            not math.isfinite(point_radius) or not 0 <= point_radius <= max_radius:
+        raise ValueError(f"point_radius: expected a number in [0, {max_radius}] (NDC units; 0 = plain z-buffer), "
+                         f"got {point_radius!r}")
+    max_ppp = RENDER_LIMITS["points_per_pixel"][1]
+    if isinstance(points_per_pixel, bool) or not isinstance(points_per_pixel, int) or \
+            not 1 <= points_per_pixel <= max_ppp:
+        raise ValueError(f"points_per_pixel: expected an int in [1, {max_ppp:.0f}], got {points_per_pixel!r}")
+    if isinstance(depth_tolerance, bool) or not isinstance(depth_tolerance, (int, float)) or \
+            not 0 <= depth_tolerance <= 1e6:
+        raise ValueError(f"depth_tolerance: expected a finite number >= 0, got {depth_tolerance!r}")
+
+
+def _check_frames(frames: int, height: int, width: int) -> None:
+    """The whole render (F x H x W pixels) must fit :data:`~worldstereo.io.limits.MAX_VIDEO_BYTES` as 8-bit RGB."""
+    from worldstereo.io.limits import MAX_VIDEO_BYTES
+
+    if frames * height * width * 3 > MAX_VIDEO_BYTES:
+        raise ValueError(f"w2c: {frames} frames of {height}x{width} pixels exceed the render budget of "
+                         f"{MAX_VIDEO_BYTES} bytes of RGB (worldstereo.io.limits.MAX_VIDEO_BYTES); render fewer or "
+                         f"smaller frames")
 
 
 def _batch_matrices(x: Tensor, n: int, name: str, frames: int | None) -> Tensor:
@@ -181,6 +197,16 @@ def _stencil(r: float) -> tuple[int, list[tuple[int, int]]]:
 _NO_POINT = 1e15
 _HOLE_DEPTH = 1e13
 _MAX_DEPTH = 1e12
+
+#: Bounds of the renderer's settings: ``point_radius`` (NDC units; 0 = plain z-buffer),
+#: ``points_per_pixel`` and the image side in pixels; and the whole render (frames x height x width)
+#: must fit :data:`worldstereo.io.limits.MAX_VIDEO_BYTES` as 8-bit RGB. They keep one call's time and
+#: memory bounded whatever the arguments.
+RENDER_LIMITS: dict[str, tuple[float, float]] = {
+    "point_radius": (0.0, 0.5),
+    "points_per_pixel": (1, 64),
+    "side": (1, 16384),
+}
 _SCALE = 2.0**66
 _INT64_MAX = torch.iinfo(torch.int64).max
 _TILE = 1 << 17  # canvas pixels per tile of the splatting loops (large enough for intra-op parallelism)
@@ -469,6 +495,7 @@ def render_point_cloud(
     K_b = _batch_matrices(K, 3, "K", w2c_b.shape[0])
     if K_b.shape[0] != 1 and w2c_b.shape[0] == 1:
         w2c_b = w2c_b.expand(K_b.shape[0], 4, 4)
+    _check_frames(max(w2c_b.shape[0], K_b.shape[0]), height, width)
     return _render(points, w2c_b, K_b, height, width, point_radius, points_per_pixel, depth_tolerance, False)
 
 
@@ -499,4 +526,5 @@ def render_point_cloud_equirect(
     """
     _check_common(points, height, width, point_radius, points_per_pixel, depth_tolerance)
     w2c_b = _batch_matrices(w2c, 4, "w2c", None)
+    _check_frames(w2c_b.shape[0], height, width)
     return _render(points, w2c_b, None, height, width, point_radius, points_per_pixel, depth_tolerance, True)

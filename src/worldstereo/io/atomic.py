@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+from worldstereo.errors import MissingPathError, PathKindError
 
 __all__ = ["atomic_write", "atomic_open"]
 
@@ -27,15 +28,18 @@ def atomic_write(path: str | os.PathLike[str], *, suffix: str | None = None) -> 
             e.g. video encoders, choose the format from the extension).
 
     Raises:
-        FileNotFoundError: the parent folder of ``path`` does not exist.
-        IsADirectoryError: ``path`` is an existing directory.
+        MissingPathError: the parent folder of ``path`` does not exist (a ``FileNotFoundError``).
+        PathKindError: ``path`` is an existing directory (an ``IsADirectoryError``).
+        (both are also ``ValueError``: see :mod:`worldstereo.errors`)
     """
-    final = Path(path)
+    from worldstereo.io.paths import as_path
+
+    final = as_path(path, "path")
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():
-        raise FileNotFoundError(f"path: parent folder {str(parent)!r} of {str(final)!r} does not exist")
+        raise MissingPathError(f"path: parent folder {str(parent)!r} of {str(final)!r} does not exist")
     if final.is_dir():
-        raise IsADirectoryError(f"path: {str(final)!r} is a directory, expected a file path")
+        raise PathKindError(f"path: {str(final)!r} is a directory, expected a file path")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix if suffix is None else suffix,
                                     dir=parent)
     os.close(fd)

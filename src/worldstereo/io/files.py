@@ -20,11 +20,13 @@ import numpy as np
 
 from . import limits
 from .errors import InputFileError, reading
+from worldstereo.errors import MissingPathError
 
 __all__ = [
     "check_input_file",
     "finite_matrix",
     "finite_number",
+    "number_array",
     "read_text_file",
     "read_json_file",
     "parse_json_text",
@@ -54,7 +56,7 @@ def check_input_file(path: str | os.PathLike[str], name: str, what: str = "file"
     try:
         st = p.stat()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{name}: {what} {str(p)!r} does not exist") from None
+        raise MissingPathError(f"{name}: {what} {str(p)!r} does not exist") from None
     except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, EACCES, embedded NUL ...
         raise InputFileError(p, f"cannot access the {what}: {exc}", option=name) from None
     import stat as _stat
@@ -106,15 +108,28 @@ def finite_matrix(value: Any, shape: tuple[int, ...], field: str, *, path: Any =
     Raises:
         InputFileError: naming ``path`` and ``field``.
     """
-    try:
-        m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise InputFileError(path, f"expected a {'x'.join(map(str, shape))} matrix of numbers", field=field) from None
+    m = number_array(value, field, f"a {'x'.join(map(str, shape))} matrix of numbers", path=path)
     if m.shape != tuple(shape):
         raise InputFileError(path, f"expected shape {tuple(shape)}, got {m.shape}", field=field)
     if not np.isfinite(m).all():
         raise InputFileError(path, "matrix holds NaN or infinite values", field=field)
     return m
+
+
+def number_array(value: Any, field: str, expected: str = "numbers", *, path: Any = None) -> np.ndarray:
+    """``value`` (nested lists of JSON numbers, or an array) as a float64 array; strings, booleans,
+    nulls and ragged nesting are refused (``"1"`` is never read as 1).
+
+    Raises:
+        InputFileError: naming ``path`` and ``field``.
+    """
+    try:
+        raw = np.asarray(value)
+        if raw.dtype.kind not in "iuf":
+            raise TypeError(f"elements of type {raw.dtype}")
+        return raw.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise InputFileError(path, f"expected {expected} (not strings, booleans or nulls)", field=field) from None
 
 
 def _short(value: Any) -> str:
@@ -206,6 +221,9 @@ def _check_header(fh: BinaryIO, available: int, path: Path, option: str, max_byt
                                    "(pickle is never enabled)", option=option, field=member)
     count = 1
     for d in shape:
+        if int(d) < 0:
+            raise InputFileError(path, f"not a valid .npy array (negative dimension in shape {shape})", option=option,
+                                 field=member)
         count *= int(d)
     nbytes = count * dtype.itemsize
     if nbytes > max_bytes:
@@ -228,7 +246,7 @@ def load_npy(path: str | os.PathLike[str], name: str, *, max_bytes: int = limits
     size = p.stat().st_size
     with open(p, "rb") as fh:
         _check_header(fh, size, p, name, max_bytes)
-    with reading(p, ".npy array file"):
+    with reading(p, ".npy array file", option=name):
         return np.load(p, allow_pickle=False)
 
 
@@ -250,7 +268,7 @@ def load_npz(path: str | os.PathLike[str], name: str, *, keys: tuple[str, ...] |
         zf = zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise InputFileError(p, f"not a valid .npz (zip) archive: {exc}", option=name) from None
-    with zf, reading(p, ".npz archive"):
+    with zf, reading(p, ".npz archive", option=name):
         members = {}
         for info in zf.infolist():
             if info.filename.endswith(".npy"):

@@ -10,8 +10,9 @@ Protocol:
 
 1. **Before any work** the target is checked: it must not be an existing file; an existing folder
    must be empty or hold the result of an earlier run of the *same* command (recorded in its
-   manifest ``.worldstereo-output.json``) — any other content (the user's files, another command's
-   result, files added after the earlier run) is refused with :class:`OutputFolderError` and left
+   manifest ``.worldstereo-output.json``: every file must be listed there with its size and
+   SHA-256) — any other content (the user's files, another command's result, files added or edited
+   after the earlier run, links) is refused with :class:`OutputFolderError` and left
    untouched, never deleted; the parent folder (created if needed) and the target must be writable.
    Leftovers of interrupted earlier runs (hidden ``.<name>.<hash>.wsout-*`` folders next to the
    target, whose process is gone) are removed here.
@@ -48,13 +49,14 @@ import secrets
 import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST_NAME", "OutputFolderError", "StagedOutput", "output_folder", "prepare_output_folder",
-           "read_manifest"]
+__all__ = ["MANIFEST_NAME", "OutputFolderError", "StagedOutput", "check_output_target", "output_folder",
+           "prepare_output_folder", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,14 +278,55 @@ def _check_existing(target: Path, owner: str, option: str) -> None:
             f"{option}: {str(target)!r} holds the result of `worldstereo {manifest.get('owner')}`, not of "
             f"`worldstereo {owner}`; choose another folder (nothing was changed)"
         )
-    owned = {str(f).split("/", 1)[0] for f in manifest["files"]}
-    foreign = [n for n in entries if n not in owned]
+    foreign = _not_owned(target, manifest["files"])
     if foreign:
         shown = ", ".join(repr(n) for n in foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise OutputFolderError(
-            f"{option}: {str(target)!r} holds an earlier result plus files worldstereo did not write ({shown}); "
-            "move them away or choose another folder (nothing was changed)"
+            f"{option}: {str(target)!r} holds an earlier result plus files worldstereo did not write or that "
+            f"changed since ({shown}); move them away or choose another folder (nothing was changed)"
         )
+
+
+def _not_owned(target: Path, listed: dict[str, Any]) -> list[str]:
+    """The paths under ``target`` (relative, ``/``-separated) that are not exactly what the manifest
+    lists: files it does not list, files whose size or SHA-256 differ (edited or replaced since the
+    run — the user's work now), symbolic links and special files. Only a folder holding nothing but
+    unchanged files of an earlier result may be replaced."""
+    foreign: list[str] = []
+    for root, dirs, names in os.walk(target):
+        dirs.sort()
+        for n in sorted(dirs):
+            full = Path(root) / n
+            if full.is_symlink():
+                foreign.append(full.relative_to(target).as_posix())
+        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+        for n in sorted(names):
+            full = Path(root) / n
+            rel = full.relative_to(target).as_posix()
+            if rel == MANIFEST_NAME:
+                continue
+            info = listed.get(rel)
+            try:
+                st = full.lstat()
+            except OSError:
+                continue
+            if not isinstance(info, dict) or not stat.S_ISREG(st.st_mode) or info.get("size") != st.st_size \
+                    or info.get("sha256") != _sha256(full):
+                foreign.append(rel)
+            if len(foreign) > 20:
+                return foreign
+    return foreign
+
+
+def _sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def _write_manifest(folder: Path, owner: str, info: dict[str, Any]) -> None:
@@ -334,6 +377,38 @@ def _resolve_target(target: Any, option: str) -> Path:
                                     f"systems allow at most {_NAME_MAX}")
     if len(os.fsencode(str(path))) > 4000:
         raise OutputFolderError(f"{option}: the path is {len(os.fsencode(str(path)))} bytes long; too long")
+    return path
+
+
+def check_output_target(target: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Check a folder that will be written *into* (not replaced, e.g. ``worldstereo batch``'s
+    ``--out``), without changing anything: a usable path (not empty, no NUL, not a file-system root,
+    names within the file-system limits), not an existing file, and writable — or creatable in its
+    nearest existing parent (tried with a temporary folder that is removed at once).
+
+    Returns:
+        The absolute path, links resolved.
+
+    Raises:
+        OutputFolderError: naming ``option``.
+    """
+    path = _resolve_target(target, option)
+    if os.path.lexists(path):
+        if not path.is_dir():
+            raise OutputFolderError(f"{option}: {str(path)!r} exists and is not a folder")
+        probe_in = path
+    else:
+        probe_in = path.parent
+        while not os.path.lexists(probe_in):
+            probe_in = probe_in.parent
+        if not probe_in.is_dir():
+            raise OutputFolderError(f"{option}: cannot create {str(path)!r}: {str(probe_in)!r} is a file")
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".worldstereo-probe-", dir=probe_in))
+    except OSError as exc:
+        raise OutputFolderError(f"{option}: cannot write into {str(probe_in)!r}: {exc.strerror or exc}") from None
+    with contextlib.suppress(OSError):
+        probe.rmdir()
     return path
 
 

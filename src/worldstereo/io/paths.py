@@ -31,7 +31,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_NAME_BYTES", "sanitize_name", "unique_names", "safe_child", "safe_children", "is_inside"]
+__all__ = ["MAX_NAME_BYTES", "as_path", "ensure_folder", "sanitize_name", "unique_names", "safe_child", "safe_children",
+           "is_inside"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,50 @@ MAX_NAME_BYTES = 160
 
 _UNSAFE = re.compile(r"[^\w.\-]+", flags=re.UNICODE)
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def as_path(value: Any, name: str = "path") -> Path:
+    """A path argument as a :class:`Path`, refusing what is never a usable path: a non-path type,
+    an empty string (which would silently mean the current folder) and NUL characters.
+
+    Raises:
+        TypeError: not a ``str`` / ``os.PathLike``.
+        ValueError: empty, or holds a NUL character.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a file or folder path (str or os.PathLike), got {type(value).__name__}")
+    text = os.fspath(value)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise ValueError(f"{name}: expected a path, got an empty string (use '.' for the current folder)")
+    if "\x00" in text:
+        raise ValueError(f"{name}: {text!r} contains a NUL character")
+    return Path(text)
+
+
+def ensure_folder(folder: Any, name: str = "out_dir") -> Path:
+    """Create the output folder ``folder`` (with its parents) unless it exists; returns it as a Path.
+
+    Raises:
+        PathKindError: ``folder`` (or a parent) is an existing file (an ``IsADirectoryError`` and a
+            ``ValueError``).
+        ValueError: it cannot be created (permissions, read-only file system, name too long ...).
+    """
+    from worldstereo.errors import PathKindError
+
+    path = as_path(folder, name)
+    if path.is_dir():
+        return path
+    if os.path.lexists(path) and not path.is_dir():
+        raise PathKindError(f"{name}: {str(path)!r} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PathKindError(f"{name}: cannot create the folder {str(path)!r}: a file is in the way") from None
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot create the folder {str(path)!r}: {exc.strerror or exc}") from None
+    return path
 
 
 def _digest(text: str) -> str:

@@ -172,11 +172,18 @@ def write_ply(
         raise TypeError(f"xyz: expected a numeric array, got dtype {xyz_a.dtype}")
     columns: list[tuple[str, np.ndarray]] = []
     pos_dtype = np.float64 if xyz_a.dtype == np.float64 else np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        pos = xyz_a.astype(pos_dtype)
+    if pos.size and not np.isfinite(pos).all():
+        raise ValueError(f"xyz: coordinates contain NaN or infinite values (or exceed the {np.dtype(pos_dtype).name} "
+                         f"range); refusing to write them")
     for i, c in enumerate("xyz"):
-        columns.append((c, xyz_a[:, i].astype(pos_dtype)))
+        columns.append((c, pos[:, i]))
     if normals is not None:
         nrm = _as_array(normals, "normals")
         _check_n3(nrm, "normals", n)
+        if not np.issubdtype(nrm.dtype, np.number) or (nrm.size and not np.isfinite(nrm.astype(np.float64)).all()):
+            raise ValueError("normals: expected finite numbers")
         for i, c in enumerate(("nx", "ny", "nz")):
             columns.append((c, nrm[:, i].astype(np.float32)))
     if rgb is not None:

@@ -44,6 +44,7 @@ from .errors import InputFileError, reading
 from .files import read_json_file
 from .image import load_image, open_image_file
 from .video import read_video
+from worldstereo.errors import MissingPathError, PathKindError
 
 __all__ = [
     "INPUT_KINDS",
@@ -143,8 +144,10 @@ class ReferenceInputs:
 
 
 def _require_file(path: Path, name: str) -> Path:
+    if os.path.lexists(path) and not path.is_file():
+        raise PathKindError(f"{name}: {str(path)!r} is not a regular file")
     if not path.is_file():
-        raise FileNotFoundError(f"{name}: {str(path)!r} not found")
+        raise MissingPathError(f"{name}: {str(path)!r} not found")
     return path
 
 
@@ -234,7 +237,7 @@ def read_pano_bank(folder: str | os.PathLike) -> tuple[Tensor, Tensor, Tensor, l
         raise InputFileError(cams_path, "expected a JSON object {view key: {extrinsic, intrinsic}}", option="inputs")
     files = sorted(p for p in (root / "images").glob("*.png"))
     if not files:
-        raise FileNotFoundError(f"inputs: no images in {str(root / 'images')!r}")
+        raise MissingPathError(f"inputs: no images in {str(root / 'images')!r}")
     missing = [p.stem for p in files if p.stem not in cams]
     if missing:
         raise InputFileError(cams_path, f"has no camera for images {missing}", option="inputs")
@@ -262,8 +265,10 @@ def detect_input_kind(folder: str | os.PathLike) -> str:
         FileNotFoundError / ValueError: not a folder, or none of the layouts.
     """
     root = Path(folder)
+    if os.path.lexists(root) and not root.is_dir():
+        raise PathKindError(f"inputs: {str(root)!r} is a file, not a folder in the reference example layout")
     if not root.is_dir():
-        raise FileNotFoundError(f"inputs: folder {str(root)!r} does not exist")
+        raise MissingPathError(f"inputs: folder {str(root)!r} does not exist")
     if (root / "pano_bank").is_dir():
         return "panorama"
     if (root / "renders").is_dir() and (root / "image.png").is_file():
@@ -365,7 +370,7 @@ def read_reference_inputs(folder: str | os.PathLike) -> ReferenceInputs:
         renders = root / "renders"
         present = [t for t in RECONSTRUCTION_ORDER if (renders / t).is_dir()]
         if not present:
-            raise FileNotFoundError(f"inputs: {str(renders)!r} has none of {list(RECONSTRUCTION_ORDER)}")
+            raise MissingPathError(f"inputs: {str(renders)!r} has none of {list(RECONSTRUCTION_ORDER)}")
         others = sorted(p.name for p in renders.iterdir() if p.is_dir() and p.name not in RECONSTRUCTION_ORDER)
         if others:
             logger.warning("inputs: ignoring %s (the reference runs only %s)", others, list(RECONSTRUCTION_ORDER))
@@ -385,10 +390,10 @@ def read_reference_inputs(folder: str | os.PathLike) -> ReferenceInputs:
         else:
             trajs.append(_trajectory(view, traj, caption, "prompt", _require_file(view / "start_frame.png", "inputs")))
     if not trajs:
-        raise FileNotFoundError(f"inputs: {str(root)!r} has no <view>/<traj>/render.mp4 trajectory")
+        raise MissingPathError(f"inputs: {str(root)!r} has no <view>/<traj>/render.mp4 trajectory")
     names = {t.name for t in trajs}
     for t in trajs:
         if t.iterative_source is not None and t.iterative_source not in names:
-            raise FileNotFoundError(f"inputs: {t.name} continues {t.iterative_source}, which has no render.mp4")
+            raise MissingPathError(f"inputs: {t.name} continues {t.iterative_source}, which has no render.mp4")
     _require_file(root / "pano_bank" / "cameras.json", "inputs")
     return ReferenceInputs(kind, root, trajectories=trajs, pano_bank=root / "pano_bank")

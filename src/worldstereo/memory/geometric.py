@@ -26,7 +26,9 @@ from ..depth.align import align_depth_scale
 from ..geometry.lifting import lift_depth
 from ..geometry.pointcloud import PointCloud
 from ..io.image import rescale_intrinsics, resize_image
+from ..config_checks import check_bool, check_choice, check_float, check_int
 from ._cameras import per_frame_cameras
+from .limits import MEMORY_CONFIG_LIMITS
 
 __all__ = ["GeometricRender", "GlobalGeometricMemory", "UPDATE_FREQUENCIES"]
 
@@ -75,7 +77,7 @@ class GlobalGeometricMemory:
     """Global geometric memory (incremental point cloud).
 
     Args:
-        max_points: cap on the number of points (>= 1).
+        max_points: cap on the number of points (1 - 10^9; None: no cap).
         update_frequency: ``"auto"`` (the pipeline's :meth:`maybe_update` after every generated
             video updates the memory), ``"manual"`` (only explicit :meth:`update` calls), ``"never"``
             (the memory stays as initialised; :meth:`update` is a logged no-op).
@@ -93,7 +95,7 @@ class GlobalGeometricMemory:
 
     def __init__(
         self,
-        max_points: int = 2_000_000,
+        max_points: int | None = 2_000_000,
         update_frequency: str = "auto",
         point_radius: float = 0.008,
         points_per_pixel: int = 8,
@@ -106,16 +108,19 @@ class GlobalGeometricMemory:
         renderer: Renderer | None = None,
         seed: int = 0,
     ) -> None:
-        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
-            raise ValueError(f"max_points: expected a positive int, got {max_points!r}")
-        if update_frequency not in UPDATE_FREQUENCIES:
-            raise ValueError(f"update_frequency: expected one of {UPDATE_FREQUENCIES}, got {update_frequency!r}")
-        if not (isinstance(point_radius, (int, float)) and point_radius > 0):
-            raise ValueError(f"point_radius: expected a positive number, got {point_radius!r}")
-        if isinstance(points_per_pixel, bool) or not isinstance(points_per_pixel, int) or points_per_pixel < 1:
-            raise ValueError(f"points_per_pixel: expected a positive int, got {points_per_pixel!r}")
-        if isinstance(keyframes_per_update, bool) or not isinstance(keyframes_per_update, int) or keyframes_per_update < 1:
-            raise ValueError(f"keyframes_per_update: expected a positive int, got {keyframes_per_update!r}")
+        lim = MEMORY_CONFIG_LIMITS
+        check_int("max_points", max_points, *lim["max_points"], allow_none=True)
+        check_choice("update_frequency", update_frequency, UPDATE_FREQUENCIES)
+        check_float("point_radius", point_radius, *lim["point_radius"], lo_exclusive=True)
+        check_int("points_per_pixel", points_per_pixel, *lim["points_per_pixel"])
+        check_bool("new_points_only", new_points_only)
+        check_int("min_overlap_pixels", min_overlap_pixels, *lim["min_overlap_pixels"])
+        check_int("keyframes_per_update", keyframes_per_update, *lim["keyframes_per_update"])
+        check_float("sobel_threshold", sobel_threshold, *lim["sobel_threshold"], allow_none=True)
+        check_float("contract", contract, *lim["contract"], lo_exclusive=True, allow_none=True)
+        if renderer is not None and not callable(renderer):
+            raise TypeError(f"renderer: expected a callable like render_point_cloud, got {type(renderer).__name__}")
+        check_int("seed", seed, 0, 2**63 - 1)
         self.max_points = max_points
         self.update_frequency = update_frequency
         self.point_radius = float(point_radius)
@@ -164,8 +169,11 @@ class GlobalGeometricMemory:
             d = d[0]
         if d.shape != img.shape[1:]:
             raise ValueError(f"depth: expected shape {tuple(img.shape[1:])} matching image, got {tuple(d.shape)}")
-        w = torch.eye(4, dtype=torch.float64) if w2c is None else torch.as_tensor(w2c, dtype=torch.float64)
-        pc = lift_depth(d.float(), torch.as_tensor(K, dtype=torch.float64), w, img.float(), valid_mask=valid_mask,
+        if not bool(torch.isfinite(d).all()) or bool((d < 0).any()):
+            raise ValueError("depth: expected finite z-depth >= 0 (0 = invalid pixel); got NaN, infinite or negative "
+                             "values")
+        w, k = per_frame_cameras(torch.eye(4, dtype=torch.float64) if w2c is None else w2c, K, 1)
+        pc = lift_depth(d.float(), k[0], w[0], img.float(), valid_mask=valid_mask,
                         sobel_threshold=self.sobel_threshold, contract=self.contract)
         self.points = self._cap(pc)
         self.condition_image = img.detach().float().cpu().clamp(0, 1)
@@ -350,7 +358,7 @@ class GlobalGeometricMemory:
         occupied-voxel count is ``<= max_points``; the cloud is voxel-averaged on it, and a final
         random down-sampling guarantees the cap.
         """
-        if len(pc) <= self.max_points:
+        if self.max_points is None or len(pc) <= self.max_points:
             return pc
         n0 = len(pc)
         xyz = pc.xyz.double()

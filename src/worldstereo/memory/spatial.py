@@ -15,21 +15,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..camera.keyframes import sample_align_nframe
+from ..config_checks import check_choice, check_int
 from ..io.atomic import atomic_open
 from ..io.errors import InputFileError, reading
-from ..io.files import finite_matrix, read_json_file
+from ..io.files import finite_matrix, finite_number, read_json_file
 from ..io.image import load_image, rescale_intrinsics, resize_image, save_image
-from ..io.paths import safe_child, unique_names
+from ..io.paths import ensure_folder, safe_child, unique_names
 from ._cameras import per_frame_cameras
+from .limits import MEMORY_CONFIG_LIMITS
 from .retrieval import CameraSelector, ImageFeatureFn, RetrievalResult, retrieve
+from worldstereo.errors import MissingPathError
 
 __all__ = ["MemoryEntry", "References", "SpatialStereoMemory"]
 
@@ -141,14 +146,17 @@ class SpatialStereoMemory:
         nframe: int | None = None,
         seed: int = 0,
     ) -> None:
+        lim = MEMORY_CONFIG_LIMITS
         for name, value in (("memory_size", memory_size), ("max_references", max_references),
                             ("frames_per_update", frames_per_update), ("num_correspondences", num_correspondences)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        if retrieval not in RETRIEVAL_METHODS:
-            raise ValueError(f"retrieval: expected one of {RETRIEVAL_METHODS}, got {retrieval!r}")
-        if nframe is not None and (not isinstance(nframe, int) or nframe < 2):
-            raise ValueError(f"nframe: expected None or an int >= 2, got {nframe!r}")
+            check_int(name, value, *lim[name])
+        check_choice("retrieval", retrieval, RETRIEVAL_METHODS)
+        check_int("nframe", nframe, 2, 100_000, allow_none=True)
+        check_int("seed", seed, 0, 2**63 - 1)
+        if image_feature_model is not None and not isinstance(image_feature_model, (str, os.PathLike)) \
+                and not callable(image_feature_model):
+            raise TypeError(f"image_feature_model: expected None, a DINOv2 folder / model id, or a callable "
+                            f"(N,3,H,W) -> (N,D), got {type(image_feature_model).__name__}")
         self.memory_size = memory_size
         self.max_references = max_references
         self.frames_per_update = frames_per_update
@@ -223,6 +231,8 @@ class SpatialStereoMemory:
         Raises:
             ValueError: bad shapes or values, or a name already in the bank.
         """
+        if not isinstance(images, (Tensor, np.ndarray)):
+            raise TypeError(f"images: expected a float tensor (N,3,H,W) or (3,H,W) in [0,1], got {type(images).__name__}")
         imgs = torch.as_tensor(images)
         if imgs.ndim == 3:
             imgs = imgs.unsqueeze(0)
@@ -231,6 +241,9 @@ class SpatialStereoMemory:
         n = imgs.shape[0]
         if not torch.isfinite(imgs).all():
             raise ValueError("images: contains NaN or infinite values")
+        if imgs.numel() and (float(imgs.min()) < -1e-3 or float(imgs.max()) > 1 + 1e-3):
+            raise ValueError(f"images: expected values in [0, 1], got range [{float(imgs.min()):.4g}, "
+                             f"{float(imgs.max()):.4g}]")
         w, k = per_frame_cameras(w2c, K, n)
         if not (torch.isfinite(w).all() and torch.isfinite(k).all()):
             raise ValueError("w2c/K: contain non-finite values")
@@ -412,10 +425,10 @@ class SpatialStereoMemory:
         Returns:
             ``out_dir`` as a Path.
         """
-        out = Path(out_dir)
+        out = ensure_folder(out_dir, "out_dir")
         ids = unique_names([e.name for e in self._entries], what="memory bank names")
         images = safe_child(out, "images", is_folder=True)
-        images.mkdir(parents=True, exist_ok=True)
+        ensure_folder(images, "out_dir")
         for cid, e in zip(ids, self._entries):
             save_image(safe_child(out, "images", f"{cid}.png", what="camera id"), e.image)
         cameras = {
@@ -448,7 +461,7 @@ class SpatialStereoMemory:
         d = Path(in_dir)
         cam_path = d / "cameras.json"
         if not cam_path.is_file():
-            raise FileNotFoundError(f"in_dir: {str(cam_path)!r} not found (not a WorldMirror export)")
+            raise MissingPathError(f"in_dir: {str(cam_path)!r} not found (not a WorldMirror export)")
         cams = read_json_file(cam_path, "in_dir", "WorldMirror cameras.json")
         with reading(cam_path, "WorldMirror cameras.json"):
             if not isinstance(cams, dict) or not isinstance(cams.get("extrinsics"), list) \
@@ -458,6 +471,9 @@ class SpatialStereoMemory:
                    for i, x in enumerate(cams["extrinsics"])}
             Ks = {str(x["camera_id"]): torch.from_numpy(finite_matrix(x["matrix"], (3, 3), f"intrinsics[{i}].matrix"))
                   for i, x in enumerate(cams["intrinsics"])}
+            if "num_cameras" in cams:
+                finite_number(cams["num_cameras"], "num_cameras", path=cam_path, integer=True, minimum=len(c2w),
+                              maximum=len(c2w))
         if (d / "memory.json").is_file():
             mem_doc = read_json_file(d / "memory.json", "in_dir", "memory.json")
             with reading(d / "memory.json", "memory.json"):

@@ -48,6 +48,7 @@ from .checkpoint_folder import (
     write_checkpoint_folder,
 )
 from .config import WanBackboneConfig, WorldStereoConfig, read_config_json
+from worldstereo.errors import MissingPathError
 
 __all__ = [
     "CheckpointError",
@@ -271,7 +272,7 @@ def find_weights_file(directory: str | os.PathLike, allow_pickle: bool = False) 
                                   f"pickle files can run arbitrary code - convert them to safetensors or pass "
                                   f"allow_pickle=True if you trust them")
         return pickles[0]
-    raise FileNotFoundError(f"directory: no model.safetensors in {str(d)!r}")
+    raise MissingPathError(f"directory: no model.safetensors in {str(d)!r}")
 
 
 def _read_index(path: Path) -> dict[str, str]:
@@ -326,7 +327,7 @@ def load_state_dict_file(path: str | os.PathLike, allow_pickle: bool = False,
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"path: checkpoint {str(p)!r} does not exist")
+        raise MissingPathError(f"path: checkpoint {str(p)!r} does not exist")
     wanted = None if keys is None else set(keys)
     if p.name.endswith(".safetensors.index.json"):
         out: dict[str, Tensor] = {}
@@ -450,7 +451,7 @@ def read_checkpoint_config(directory: str | os.PathLike,
     """
     cfg_path = Path(directory) / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"directory: no config.json in {str(Path(directory))!r}")
+        raise MissingPathError(f"directory: no config.json in {str(Path(directory))!r}")
     raw = read_config_json(cfg_path)
     try:
         if not isinstance(raw, dict):
@@ -506,7 +507,7 @@ def load_transformer(directory: str | os.PathLike, torch_dtype: torch.dtype | No
     """
     given = Path(directory)
     if not given.is_dir():
-        raise FileNotFoundError(f"directory: {str(given)!r} is not a directory")
+        raise MissingPathError(f"directory: {str(given)!r} is not a directory")
     given = owning_folder(given)
     state = folder_state(given)
     d = readable_folder(given)
@@ -563,7 +564,7 @@ def _base_weights_file(config_dict: Mapping[str, Any], base_transformer: str | o
         folder = Path(base) / "transformer"
     if not folder.is_dir():
         if base_transformer is not None:
-            raise FileNotFoundError(f"base_transformer: {str(folder)!r} is not a directory")
+            raise MissingPathError(f"base_transformer: {str(folder)!r} is not a directory")
         return None
     try:
         return find_weights_file(folder)

@@ -46,6 +46,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from worldstereo.config_checks import read_json_file
+from worldstereo.io.paths import as_path, ensure_folder
 
 __all__ = [
     "CheckpointError",
@@ -396,14 +397,12 @@ def write_checkpoint_folder(folder: str | os.PathLike, writer: Callable[[Path], 
     Returns:
         ``folder`` as a :class:`~pathlib.Path`.
     Raises:
-        ValueError: ``folder`` is a file; CheckpointError: a file would land outside ``folder``
+        TypeError / ValueError: ``folder`` is not a path, is empty, or is (or lies under) an existing
+            file (:class:`~worldstereo.errors.PathKindError`); CheckpointError: a file would land outside ``folder``
             or replace a directory (checked before the commit point); whatever ``writer`` raises
             (the folder is then unchanged and the staging copy removed).
     """
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"folder: {str(folder)!r} exists and is not a directory")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_folder(Path(as_path(folder, "folder")).expanduser(), "folder")
     recover_folder(folder)
     try:
         old = read_manifest(folder)

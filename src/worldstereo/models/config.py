@@ -34,6 +34,7 @@ from worldstereo.config_checks import (
     check_str,
     read_json_file,
 )
+from worldstereo.errors import MissingPathError
 
 __all__ = [
     "ConfigError",
@@ -383,7 +384,7 @@ class WorldStereoConfig:
         if p.is_dir():
             p = p / "config.json"
         if not p.is_file():
-            raise FileNotFoundError(f"path: config file {str(p)!r} does not exist")
+            raise MissingPathError(f"path: config file {str(p)!r} does not exist")
         data = read_config_json(p)
         try:
             return cls.from_dict(data, backbone_config=backbone_config)

@@ -31,6 +31,7 @@ from worldstereo.config_checks import ConfigError, check_choice
 from worldstereo.models.checkpoint import PICKLE_SUFFIXES
 from worldstereo.models.checkpoint_folder import readable_folder, verify_manifest
 from worldstereo.models.config import MODEL_TYPES, read_config_json
+from worldstereo.errors import MissingPathError
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _resolve_local(directory: Path, variant: str | None) -> ResolvedCheckpoint:
             raise ConfigError(f"{str(marker_path)!r}: unsupported format_version {version!r} "
                               f"(this library reads <= {FORMAT_VERSION})"[:300])
         if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"{str(directory)!r}: no config.json next to {MARKER_FILE}")
+            raise MissingPathError(f"{str(directory)!r}: no config.json next to {MARKER_FILE}")
         config = read_json(directory / "config.json")
         found = config.get("model_type")
         _check_model_type(directory, found)
@@ -141,12 +142,12 @@ def _resolve_local(directory: Path, variant: str | None) -> ResolvedCheckpoint:
     if present:
         chosen = variant or DEFAULT_VARIANT
         if chosen not in present:
-            raise FileNotFoundError(f"variant: {chosen!r} not found in {str(directory)!r}; available: {present}")
+            raise MissingPathError(f"variant: {chosen!r} not found in {str(directory)!r}; available: {present}")
         sub = directory / chosen
         if not ((sub / MARKER_FILE).is_file() or _is_checkpoint_folder(sub)):
-            raise FileNotFoundError(f"{str(sub)!r}: expected config.json and model.safetensors")
+            raise MissingPathError(f"{str(sub)!r}: expected config.json and model.safetensors")
         return _resolve_local(sub, chosen)
-    raise FileNotFoundError(
+    raise MissingPathError(
         f"name_or_path: {str(directory)!r} is not a WorldStereo checkpoint: expected {MARKER_FILE} "
         f"(save_pretrained folder), config.json + model.safetensors (one variant sub-folder), or "
         f"sub-folders {list(MODEL_TYPES)} (reference checkpoint root)")
@@ -176,6 +177,9 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, variant: str | None = No
     _check_variant(variant)
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path: expected a path or a Hub id, got {type(name_or_path).__name__}")
+    if not os.fspath(name_or_path).strip() or "\x00" in os.fspath(name_or_path):
+        raise ValueError(f"name_or_path: expected a checkpoint folder or a Hub id 'owner/name', got "
+                         f"{os.fspath(name_or_path)!r}")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return _resolve_local(path, variant)
@@ -183,7 +187,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, variant: str | None = No
         raise ValueError(f"name_or_path: {str(path)!r} is a file; pass the checkpoint folder")
     name = os.fspath(name_or_path)
     if not _looks_like_hub_id(name):
-        raise FileNotFoundError(f"name_or_path: {name!r} is neither an existing folder nor a Hub id 'owner/name'")
+        raise MissingPathError(f"name_or_path: {name!r} is neither an existing folder nor a Hub id 'owner/name'")
     local = _snapshot(name, local_files_only=local_files_only, allow_pickle=allow_pickle,
                       ignore_folders=[v for v in MODEL_TYPES if v != (variant or DEFAULT_VARIANT)])
     return _resolve_local(local, variant)
@@ -203,7 +207,7 @@ def _snapshot(repo_id: str, *, local_files_only: bool, allow_pickle: bool,
         return Path(snapshot_download(repo_id, local_files_only=local_files_only, ignore_patterns=ignore or None,
                                       allow_patterns=allow_patterns))
     except Exception as exc:  # network, missing repo, not cached with local_files_only, ...
-        raise FileNotFoundError(f"{what}: could not get {repo_id!r} from the Hugging Face Hub "
+        raise MissingPathError(f"{what}: could not get {repo_id!r} from the Hugging Face Hub "
                                 f"(local_files_only={local_files_only}): {exc}") from exc
 
 
@@ -225,7 +229,7 @@ def resolve_base_model(base_model: str | os.PathLike, *, local_files_only: bool 
         return path
     name = os.fspath(base_model)
     if not _looks_like_hub_id(name):
-        raise FileNotFoundError(f"base_model: {name!r} is neither an existing folder nor a Hub id 'owner/name'")
+        raise MissingPathError(f"base_model: {name!r} is neither an existing folder nor a Hub id 'owner/name'")
     patterns = [f"{c}/*" for c in COMPONENT_FOLDERS if c != "transformer"] + ["transformer/config.json",
                                                                                "model_index.json"]
     if need_transformer_weights:

@@ -35,12 +35,14 @@ from torch import Tensor, nn
 from worldstereo.config_checks import (
     ConfigError,
     ConfigTypeError,
+    check_bool,
     check_choice,
     check_float,
     check_int,
     check_str,
 )
 from worldstereo.finite import all_finite, count_nonfinite
+from worldstereo.memory.limits import MEMORY_CONFIG_LIMITS as _MEMORY_LIMITS
 from worldstereo.models import conditioning as _cond
 from worldstereo.models import vae as _vae
 from worldstereo.models.checkpoint_folder import CheckpointError, folder_state, owning_folder, write_checkpoint_folder
@@ -53,6 +55,7 @@ from worldstereo.models.loading import (
     resolve_base_model,
     resolve_checkpoint,
 )
+from worldstereo.errors import MissingPathError
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +101,8 @@ COMPONENT_CONFIG_KEYS = ("vae", "text_encoder", "image_encoder", "image_processo
 _MODULE_COMPONENTS = ("vae", "text_encoder", "image_encoder")
 
 
-#: Inclusive bounds of the numeric memory settings (default in the comment).
-MEMORY_CONFIG_LIMITS: dict[str, tuple[float, float]] = {
-    "max_points": (1, 1_000_000_000),        # 2_000_000 (or null: no cap)
-    "point_radius": (0.0, 0.5),              # 0.008 NDC units (exclusive lower bound)
-    "points_per_pixel": (1, 64),             # 8
-    "memory_size": (1, 65536),               # 256
-    "max_references": (1, 64),               # 8
-    "frames_per_update": (1, 4096),          # 8
-    "num_correspondences": (1, 65536),       # 64
-}
+#: Inclusive bounds of the numeric memory settings (:mod:`worldstereo.memory.limits`).
+MEMORY_CONFIG_LIMITS = _MEMORY_LIMITS
 
 
 def resolve_memory_config(kind: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -177,6 +172,9 @@ def _random_component(name: str, cfg: Mapping[str, Any]) -> Any:
     if not isinstance(cfg, Mapping):
         raise TypeError(f"vdm_config['{name}']: expected a dict of constructor arguments, got {type(cfg).__name__}")
     kw = _clean_kwargs(cfg)
+    from worldstereo.models.component_checks import check_random_component
+
+    check_random_component(name, kw, f"vdm_config['{name}']")
     if name == "vae":
         from diffusers import AutoencoderKLWan
 
@@ -216,21 +214,27 @@ def _load_component(name: str, root: Path, torch_dtype: torch.dtype) -> Any:
     refuse non-finite weights.
 
     Raises:
-        FileNotFoundError / OSError: missing folder or files; CheckpointError (ValueError): any other
-            failure of the diffusers / transformers loader (malformed config or weights), naming the
-            component folder, or a weight with NaN/inf values (naming it).
+        MissingPathError (FileNotFoundError): missing folder; ConfigError / CheckpointError
+            (ValueError): a config beyond :data:`~worldstereo.models.component_checks.COMPONENT_LIMITS`
+            or describing more parameters than the weight files hold, any other failure of the
+            diffusers / transformers loader (malformed config or weights, missing weight file), naming
+            the component folder, or a weight with NaN/inf values (naming it).
     """
     from worldstereo.models.checkpoint import check_finite
 
+    from worldstereo.models.component_checks import check_component_size
+
     folder = root / name
     if not folder.is_dir():
-        raise FileNotFoundError(f"{name}: folder {str(folder)!r} not found (expected a diffusers Wan2.1 I2V layout)")
+        raise MissingPathError(f"{name}: folder {str(folder)!r} not found (expected a diffusers Wan2.1 I2V layout)")
+    check_component_size(name, folder)  # sizes bounded and matching the weight files, before building
     try:
         component = _read_component(name, folder, torch_dtype)
-    except (OSError, MemoryError, CheckpointError, ConfigError):
+    except (FileNotFoundError, CheckpointError, ConfigError):
         raise
     except Exception as exc:  # noqa: BLE001 - a third-party loader failing on a bad file; re-raised naming it
-        raise CheckpointError(f"{name}: cannot load {str(folder)!r}: {type(exc).__name__}: {exc}"[:2000]) from exc
+        raise CheckpointError(f"{name}: cannot load {str(folder)!r}: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())}"[:2000]) from exc
     if isinstance(component, nn.Module):
         source = f"{name} ({str(folder)!r})"
         for key, tensor in component.state_dict().items():
@@ -271,7 +275,7 @@ def _read_component(name: str, folder: Path, torch_dtype: torch.dtype) -> Any:
     if name == "scheduler":
         path = folder / "scheduler_config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"scheduler: {str(path)!r} not found")
+            raise MissingPathError(f"scheduler: {str(path)!r} not found")
         return read_json(path)
     raise ValueError(f"unknown component {name!r}")  # pragma: no cover
 
@@ -518,9 +522,9 @@ class WorldStereo(nn.Module):
             ValueError: ``folder`` is an existing file, or a file of the checkpoint would have to
                 replace a directory or be written through a symbolic link.
         """
-        target = Path(folder).expanduser()
-        if target.exists() and not target.is_dir():
-            raise ValueError(f"folder: {str(target)!r} exists and is not a directory")
+        from worldstereo.io.paths import as_path
+
+        target = as_path(folder, "folder").expanduser()
         write_checkpoint_folder(target, self._write_files)
         logger.info("Saved %s model to %s", self.variant, target)
         return target
@@ -586,6 +590,14 @@ class WorldStereo(nn.Module):
         """
         if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
             raise TypeError(f"torch_dtype: expected a torch.dtype, got {torch_dtype!r}")
+        if torch_dtype is not None and torch_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"torch_dtype: expected torch.float32, torch.float16 or torch.bfloat16, got {torch_dtype}")
+        check_bool("local_files_only", local_files_only)
+        check_bool("allow_pickle", allow_pickle)
+        if device is not None:
+            from worldstereo.devices import check_device
+
+            device = check_device(device, "device")
         resolved = resolve_checkpoint(name_or_path, variant, local_files_only=local_files_only,
                                       allow_pickle=allow_pickle)
         saved_folder = owning_folder(resolved.directory)
@@ -600,8 +612,8 @@ class WorldStereo(nn.Module):
         if "transformer" not in config_dict:
             bb_path = comp_dir / "transformer" / "config.json"
             if not bb_path.is_file():
-                raise FileNotFoundError(f"config.json of {str(resolved.directory)!r} has no 'transformer' object and "
-                                        f"the base model has no {str(bb_path)!r}")
+                raise ConfigError(f"config.json of {str(resolved.directory)!r} has no 'transformer' object (the Wan "
+                                  f"backbone settings) and the base model has no {str(bb_path)!r} to take it from")
             backbone = _with_file_name(bb_path, lambda: WanBackboneConfig.from_dict(read_json(bb_path)))
         config = _with_file_name(resolved.directory / "config.json",
                                  lambda: WorldStereoConfig.from_dict(config_dict, backbone_config=backbone))

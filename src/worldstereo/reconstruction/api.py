@@ -127,9 +127,41 @@ def _check_options(*, method: Any, mesh_method: Any, voxel_size: Any, mesh_voxel
         raise ValueError(f"field_iterations must be an integer in [0, 1000000]; got {field_iterations!r}")
     if field_kwargs is not None and not isinstance(field_kwargs, dict):
         raise TypeError(f"field_kwargs must be a dict or None; got {type(field_kwargs).__name__}")
+    _check_field_kwargs(field_kwargs or {})
     for name, value in (("align_depth", align_depth), ("compute_metrics", compute_metrics), ("progress", progress)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be a bool; got {value!r}")
+
+
+#: ``field_kwargs`` keys and their checks: ``init`` -> :meth:`GaussianField.from_points`, the others ->
+#: :meth:`GaussianField.fit` (name -> (kind, low, high); kind "int" / "float" / "float?" (None allowed)).
+_FIELD_INIT_OPTIONS = {"opacity": ("float", 1e-6, 1 - 1e-6), "sigma_scale": ("float", 1e-6, 1e6),
+                       "k": ("int", 1, 256), "max_points": ("int?", 2, 100_000_000)}
+_FIELD_FIT_OPTIONS = {"lr_means": ("float?", 1e-12, 1e3), "lr_color": ("float", 1e-12, 1e3),
+                      "lr_opacity": ("float", 1e-12, 1e3), "lr_sigma": ("float", 1e-12, 1e3),
+                      "seed": ("int", 0, 2**63 - 1)}
+
+
+def _check_field_kwargs(field_kwargs: dict[str, Any]) -> None:
+    """Every ``field_kwargs`` option known and within its range (before any work)."""
+    from worldstereo.config_checks import check_float, check_int
+
+    def check(where: str, options: dict[str, Any], table: dict[str, tuple[str, float, float]]) -> None:
+        for key, value in options.items():
+            if key not in table:
+                raise ValueError(f"{where}{key}: unknown neural-field option; expected one of {sorted(table)}")
+            kind, lo, hi = table[key]
+            if kind.startswith("int"):
+                check_int(f"{where}{key}", value, int(lo), int(hi), allow_none=kind.endswith("?"))
+            else:
+                check_float(f"{where}{key}", value, lo, hi, allow_none=kind.endswith("?"))
+
+    init = field_kwargs.get("init", {})
+    if not isinstance(init, dict):
+        raise TypeError(f"field_kwargs['init']: expected a dict of GaussianField.from_points options, got "
+                        f"{type(init).__name__}")
+    check("field_kwargs['init'].", init, _FIELD_INIT_OPTIONS)
+    check("field_kwargs.", {k: v for k, v in field_kwargs.items() if k != "init"}, _FIELD_FIT_OPTIONS)
 
 
 def _check_frames(frames: Any) -> Tensor:
@@ -160,8 +192,11 @@ def _resolve_depth(depth: Any, frames: Tensor, progress: bool) -> tuple[Tensor, 
         raise ValueError("depth is required: pass (T,H,W) depth maps or a DepthEstimator "
                          "(e.g. from worldstereo.depth)")
     if isinstance(depth, (Tensor, np.ndarray, list, tuple)):
-        d = to_tensor(torch.stack([torch.as_tensor(x) for x in depth]) if isinstance(depth, (list, tuple)) else depth,
-                      device=dev)
+        try:
+            d = to_tensor(torch.stack([torch.as_tensor(x) for x in depth]) if isinstance(depth, (list, tuple))
+                          else depth, device=dev)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError("depth must be (T,H,W) numeric depth maps or a DepthEstimator") from None
         if d.dim() == 4 and d.shape[1] == 1:
             d = d[:, 0]
         if d.dim() != 3 or d.shape[0] != T:
@@ -186,6 +221,14 @@ def _resolve_depth(depth: Any, frames: Tensor, progress: bool) -> tuple[Tensor, 
         d = torch.nn.functional.interpolate(t_d, size=(H, W), mode="nearest-exact")[:, 0]
         valid = torch.nn.functional.interpolate(t_v, size=(H, W), mode="nearest-exact")[:, 0] > 0.5
     valid = valid & torch.isfinite(d) & (d > 0)
+    from worldstereo.depth.user import MAX_DEPTH, MIN_USABLE_DEPTH
+
+    if not bool(valid.any()):
+        raise ValueError("depth: no valid (finite, positive) depth in any frame; nothing to reconstruct")
+    top = float(d[valid].max())
+    if top > MAX_DEPTH or top <= MIN_USABLE_DEPTH:
+        raise ValueError(f"depth: valid depths reach {top:.4g}; expected z-depth in scene units in "
+                         f"({MIN_USABLE_DEPTH:g}, {MAX_DEPTH:g}] (is the scale right?)")
     return torch.where(valid, d, torch.zeros_like(d)), valid
 
 
@@ -268,7 +311,12 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
     cams = camera_arrays(trajectory, num_frames=T, height=H, width=W, name="trajectory", device=dev)
     ref_xyz = None
     if reference_points is not None:
-        ref_xyz = to_tensor(reference_points.xyz if hasattr(reference_points, "xyz") else reference_points, device=dev)
+        try:
+            ref_xyz = to_tensor(reference_points.xyz if hasattr(reference_points, "xyz") else reference_points,
+                                device=dev)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"reference_points must be a PointCloud or an (M,3) tensor/array; got "
+                            f"{type(reference_points).__name__}") from None
         if ref_xyz.dim() != 2 or ref_xyz.shape[1] != 3 or ref_xyz.shape[0] == 0:
             raise ValueError(f"reference_points must be a PointCloud or non-empty (M,3); got shape "
                              f"{tuple(ref_xyz.shape)}")

@@ -43,7 +43,7 @@ from worldstereo.io import limits
 from worldstereo.io.atomic import atomic_write
 from worldstereo.io.errors import InputFileError, reading
 from worldstereo.io.files import finite_matrix, finite_number, read_json_file, read_text_file
-from worldstereo.io.paths import safe_child, unique_names
+from worldstereo.io.paths import as_path, ensure_folder, safe_child, unique_names
 
 from ._common import CameraArrays, camera_arrays, to_numpy
 
@@ -69,7 +69,7 @@ _FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent, "path")
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
@@ -81,7 +81,7 @@ def _write_png(path: Path, image: Any) -> None:
     if arr.ndim != 3 or arr.shape[0] != 3:
         raise ValueError(f"frame must be (3,H,W) in [0,1]; got shape {arr.shape}")
     u8 = np.clip(arr.transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent, "path")
     with atomic_write(path) as tmp:
         Image.fromarray(u8).save(tmp, format="PNG")
 
@@ -89,18 +89,38 @@ def _write_png(path: Path, image: Any) -> None:
 def _check_frames_for(frames: Any, cams: CameraArrays) -> np.ndarray | None:
     if frames is None:
         return None
-    f = to_numpy(frames)
+    try:
+        f = to_numpy(frames)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"frames: expected a (T,3,H,W) tensor or array in [0, 1], got {type(frames).__name__}") from exc
     if f.ndim != 4 or f.shape[0] != len(cams) or f.shape[1] != 3:
-        raise ValueError(f"frames must be (T,3,H,W) with T={len(cams)}; got shape {f.shape}")
+        raise ValueError(f"frames: expected shape (T,3,H,W) with T={len(cams)}; got shape {f.shape}")
+    if f.size and (not np.isfinite(f).all() or f.min() < -1e-3 or f.max() > 1 + 1e-3):
+        raise ValueError(f"frames: expected finite values in [0, 1], got range [{np.nanmin(f):.4g}, {np.nanmax(f):.4g}]")
     return f
+
+
+def _finite_points(x: Any, name: str, n: int | None = None, *, unit: bool = False) -> np.ndarray:
+    """(N, 3) float64 finite values (``unit``: in [0, 1]) of a tensor / array argument."""
+    try:
+        a = to_numpy(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected an (N, 3) tensor or array, got {type(x).__name__}") from exc
+    if a.ndim != 2 or a.shape[1] != 3 or (n is not None and a.shape[0] != n):
+        raise ValueError(f"{name}: expected shape ({'N' if n is None else n}, 3), got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    if unit and a.size and (a.min() < -1e-3 or a.max() > 1 + 1e-3):
+        raise ValueError(f"{name}: expected values in [0, 1], got range [{a.min():.4g}, {a.max():.4g}]")
+    return a
 
 
 def write_points_ply(path: str | os.PathLike[str], xyz: Any, rgb: Any = None, normals: Any = None) -> Path:
     """Write a coloured point cloud (xyz (N,3), rgb (N,3) [0,1], normals (N,3)) as binary PLY."""
     from worldstereo.io.ply import write_ply
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = as_path(path, "path")
+    ensure_folder(p.parent, "path")
     write_ply(p, to_numpy(xyz, np.float32), None if rgb is None else to_numpy(rgb, np.float32),
               None if normals is None else to_numpy(normals, np.float32))
     return p
@@ -142,19 +162,21 @@ def write_gaussians_ply(path: str | os.PathLike[str], means: Any, rgb: Any, opac
         extra[f"scale_{k}"] = np.log(sc[:, k]).astype(np.float32)
     for k in range(4):
         extra[f"rot_{k}"] = rot[:, k].astype(np.float32)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = as_path(path, "path")
+    ensure_folder(p.parent, "path")
     write_ply(p, mu, None, np.zeros((n, 3), np.float32), extra=extra)
     return p
 
 
 def write_mesh(path: str | os.PathLike[str], mesh: Any) -> Path:
     """Write a ``trimesh.Trimesh`` as GLB / OBJ / PLY (chosen by the suffix), atomically."""
-    p = Path(path)
+    p = as_path(path, "path")
     fmt = p.suffix.lower().lstrip(".")
     if fmt not in ("glb", "obj", "ply"):
-        raise ValueError(f"mesh path must end in .glb, .obj or .ply; got {p.name!r}")
-    p.parent.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"path: a mesh path must end in .glb, .obj or .ply; got {p.name!r}")
+    if not (hasattr(mesh, "vertices") and hasattr(mesh, "faces") and callable(getattr(mesh, "export", None))):
+        raise TypeError(f"mesh: expected a trimesh.Trimesh, got {type(mesh).__name__}")
+    ensure_folder(p.parent, "path")
     with atomic_write(p) as tmp:
         mesh.export(tmp, file_type=fmt)
     return p
@@ -204,7 +226,7 @@ def write_transforms_json(out_dir: str | os.PathLike[str], cameras: Any, frames:
     Returns the path of ``transforms.json``.
     """
     cams, f, names = _export_inputs(cameras, frames, names)
-    out = Path(out_dir)
+    out = ensure_folder(out_dir, "out_dir")
     entries = []
     c2w = cams.c2w
     for i, nm in enumerate(names):
@@ -293,7 +315,8 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
     and ``colors`` (N,3) [0,1] fill ``points3D.txt`` (empty tracks). Returns ``out_dir``.
     """
     cams, f, names = _export_inputs(cameras, frames, names)
-    out = Path(out_dir)
+    pts_checked = None if points is None else _finite_points(points, "points")
+    out = ensure_folder(out_dir, "out_dir")
     cam_lines = ["# Camera list with one line of data per camera:",
                  "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]", f"# Number of cameras: {len(cams)}"]
     img_lines = ["# Image list with two lines of data per image:",
@@ -314,9 +337,9 @@ def write_colmap_text(out_dir: str | os.PathLike[str], cameras: Any, points: Any
             _write_png(safe_child(out, "images", f"{names[i]}.png"), f[i])
     pts_lines = ["# 3D point list with one line of data per point:",
                  "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
-    if points is not None:
-        P = to_numpy(points)
-        C = np.full_like(P, 0.5) if colors is None else to_numpy(colors)
+    if pts_checked is not None:
+        P = pts_checked
+        C = np.full_like(P, 0.5) if colors is None else _finite_points(colors, "colors", len(P), unit=True)
         C8 = np.clip(C * 255 + 0.5, 0, 255).astype(int)
         pts_lines += [f"{k + 1} {p[0]!r} {p[1]!r} {p[2]!r} {c[0]} {c[1]} {c[2]} 0" for k, (p, c) in
                       enumerate(zip(P.tolist(), C8.tolist()))]
@@ -448,7 +471,7 @@ def write_worldmirror(out_dir: str | os.PathLike[str], cameras: Any, frames: Any
     ``K`` is expressed for the frames' size when frames are given. Returns the path of ``cameras.json``.
     """
     cams, f, ids = _export_inputs(cameras, frames, camera_ids, "camera_ids")
-    out = Path(out_dir)
+    out = ensure_folder(out_dir, "out_dir")
     c2w = cams.c2w
     if f is not None:
         for i, cid in enumerate(ids):
@@ -492,6 +515,8 @@ def read_worldmirror_cameras(path: str | os.PathLike[str], *, height: int | None
                     ids.append(cid)
         if set(ids) != set(intr):
             raise InputFileError(p, "extrinsics and intrinsics list different camera ids")
+        if "num_cameras" in doc:
+            finite_number(doc["num_cameras"], "num_cameras", path=p, integer=True, minimum=len(ids), maximum=len(ids))
         if height is None or width is None:
             try:
                 img = safe_child(p.parent, "images", f"{ids[0]}.png", what="camera_id")
@@ -505,6 +530,28 @@ def read_worldmirror_cameras(path: str | os.PathLike[str], *, height: int | None
                 width, height = im.size
         w2c = np.stack([_rigid_inverse(ext[i], f"camera {i!r}", p) for i in ids])
         return CameraArrays(w2c, np.stack([intr[i] for i in ids]), int(height), int(width)), ids
+
+
+def as_reconstruction(rec: Any, name: str = "rec") -> Any:
+    """``rec`` as an object with ``points``, ``colors``, ``normals``, ``cameras``, ``mesh``,
+    ``field`` and ``method`` attributes: a :class:`~worldstereo.reconstruction.Reconstruction`, or a
+    mapping with those keys (the dict :func:`worldstereo.reconstruct_3d` returns).
+
+    Raises:
+        TypeError: neither; ValueError: no ``points`` / ``colors``.
+    """
+    from types import SimpleNamespace
+    from collections.abc import Mapping
+
+    if isinstance(rec, Mapping):
+        missing = [k for k in ("points", "colors") if rec.get(k) is None]
+        if missing:
+            raise ValueError(f"{name}: the reconstruction has no {missing}")
+        return SimpleNamespace(**{k: rec.get(k) for k in ("points", "colors", "normals", "cameras", "mesh", "field")},
+                               method=rec.get("method", "reconstruction"))
+    if not all(hasattr(rec, k) for k in ("points", "colors")):
+        raise TypeError(f"{name}: expected a Reconstruction (or the dict of reconstruct_3d), got {type(rec).__name__}")
+    return rec
 
 
 EXPORT_FORMATS = ("ply", "gaussians", "mesh_glb", "mesh_obj", "mesh_ply", "transforms", "colmap", "worldmirror",
@@ -524,6 +571,11 @@ def save_reconstruction(rec: Any, out_dir: str | os.PathLike[str], *, formats: S
     Returns:
         format -> written path.
     """
+    rec = as_reconstruction(rec)
+    if formats is not None and (isinstance(formats, (str, bytes)) or not isinstance(formats, Sequence)):
+        raise TypeError(f"formats: expected a list of format names, got {type(formats).__name__} {formats!r:.60}")
+    if formats is not None and not formats:
+        raise ValueError(f"formats: expected at least one of {EXPORT_FORMATS}, got an empty list")
     if formats is None:
         formats = ["ply", "transforms", "colmap", "worldmirror", "viewer"]
         if rec.mesh is not None:
@@ -537,8 +589,7 @@ def save_reconstruction(rec: Any, out_dir: str | os.PathLike[str], *, formats: S
         raise ValueError("formats: mesh exports need a reconstruction made with method='mesh'")
     if "gaussians" in formats and rec.field is None:
         raise ValueError("formats: 'gaussians' needs a reconstruction made with method='neural_field'")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out_dir, "out_dir")
     written: dict[str, Path] = {}
     for fmt in formats:
         if fmt == "ply":

@@ -323,6 +323,10 @@ class _VoxelSums:
               pending: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
         """(keys, (R,3+a) sums, (R,) counts) of the runs of equal voxels of one block."""
         ijk_f = torch.floor(vals[:3] / self.voxel)
+        finite_idx = ijk_f if valid is None else ijk_f[:, valid]
+        if finite_idx.numel() and float(finite_idx.abs().max()) >= 2.0**62:
+            raise ValueError(f"voxel_size: {self.voxel!r} is too small for points {float(vals[:3].abs().max()):.4g} "
+                             f"away from the origin (voxel indices overflow 64-bit integers)")
         vals[:3].sub_(ijk_f * self.voxel)  # offset from the voxel corner
         ijk = ijk_f.long()
         del ijk_f

@@ -94,13 +94,19 @@ def tsdf_fusion(frames: Any, depths: Any, cams: Any, *, voxel_size: float, bound
     cams = camera_arrays(cams, num_frames=T, name="cams", device=dev)
     lo = to_numpy(bounds[0]).reshape(3)
     hi = to_numpy(bounds[1]).reshape(3)
-    dims = np.maximum(np.ceil((hi - lo) / voxel_size).astype(np.int64) + 1, 2)
-    if int(np.prod(dims)) > max_voxels:
-        new = voxel_size * (np.prod(dims) / max_voxels) ** (1 / 3) * 1.01
-        logger.warning("TSDF grid %s exceeds %d voxels; voxel size raised from %.4g to %.4g", tuple(dims),
-                       max_voxels, voxel_size, new)
-        voxel_size = float(new)
-        dims = np.maximum(np.ceil((hi - lo) / voxel_size).astype(np.int64) + 1, 2)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or (hi < lo).any():
+        raise ValueError(f"bounds: expected finite (min_xyz, max_xyz) with min <= max; got {lo}, {hi}")
+
+    def cells(v: float) -> np.ndarray:  # in float64: never an integer overflow, whatever the voxel size
+        return np.maximum(np.ceil((hi - lo) / v) + 1, 2)
+
+    requested = voxel_size
+    while float(np.prod(cells(voxel_size))) > max_voxels:
+        voxel_size = float(voxel_size * max(1.01, (float(np.prod(cells(voxel_size))) / max_voxels) ** (1 / 3) * 1.01))
+    if voxel_size != requested:
+        logger.warning("TSDF grid of voxel %.4g exceeds %d voxels; voxel size raised to %.4g", requested,
+                       max_voxels, voxel_size)
+    dims = cells(voxel_size).astype(np.int64)
     trunc = trunc_voxels * voxel_size
     shape = tuple(int(x) for x in dims)
     n = int(np.prod(dims))

@@ -18,6 +18,7 @@ import torch
 
 from worldstereo.geometry.lifting import unproject_points
 from worldstereo.io.atomic import atomic_write
+from worldstereo.io.paths import as_path, ensure_folder
 
 from ._common import camera_arrays, to_numpy
 
@@ -95,8 +96,12 @@ def viewer_html(points: Any, colors: Any, cameras: Any = None, *, title: str = "
             corners at 8 % of the scene radius).
         max_points: random sub-sample size embedded in the page.
     """
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+        raise ValueError(f"max_points: expected a positive integer, got {max_points!r}")
     P = to_numpy(points, np.float32)
     C = to_numpy(colors)
+    if P.size and not np.isfinite(P).all():
+        raise ValueError("points: contains NaN or infinite values")
     if P.ndim != 2 or P.shape[1] != 3 or P.shape[0] == 0 or C.shape != P.shape:
         raise ValueError(f"points and colors must be non-empty (N,3) arrays of equal shape; got {P.shape}, {C.shape}")
     if P.shape[0] > max_points:
@@ -123,6 +128,9 @@ def viewer_html(points: Any, colors: Any, cameras: Any = None, *, title: str = "
 
 def write_viewer(path: str | os.PathLike[str], rec: Any, *, max_points: int = 60000) -> Path:
     """Write the viewer page of a Reconstruction (points, or mesh vertices) to ``path`` atomically."""
+    from .export import as_reconstruction
+
+    rec = as_reconstruction(rec)
     if getattr(rec, "mesh", None) is not None:
         pts = np.asarray(rec.mesh.vertices)
         cols = np.asarray(rec.mesh.visual.vertex_colors)[:, :3] / 255.0
@@ -130,8 +138,8 @@ def write_viewer(path: str | os.PathLike[str], rec: Any, *, max_points: int = 60
         pts, cols = rec.points, rec.colors
     html = viewer_html(pts, cols, getattr(rec, "cameras", None), max_points=max_points,
                        title=f"worldstereo {getattr(rec, 'method', 'reconstruction')}")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = as_path(path, "path")
+    ensure_folder(p.parent, "path")
     with atomic_write(p) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return p

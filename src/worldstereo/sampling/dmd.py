@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..io.atomic import atomic_write
+from worldstereo.errors import MissingPathError
 
 __all__ = ["DMDScheduler", "DMDSchedulerOutput", "dmd_timesteps"]
 
@@ -177,7 +178,7 @@ class DMDScheduler:
         if path.is_dir():
             path = path / _CONFIG_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"directory: no {_CONFIG_NAME} found at {str(path)!r}")
+            raise MissingPathError(f"directory: no {_CONFIG_NAME} found at {str(path)!r}")
         return cls.from_dict(json.loads(path.read_text()))
 
     # ------------------------------------------------------------------ schedule
