@@ -133,9 +133,18 @@ def test_invalid_jobs_fail_before_the_model_is_loaded(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ running
+def truncated_png(path: Path, size: int = 32) -> Path:
+    """A PNG whose header is valid (it passes the checks made before the model loads) but whose pixel
+    data is cut: the job fails when it decodes the image, and the others go on."""
+    save_image(path, torch.rand(3, size, size))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
 def test_run_batch_outputs_resume_and_failures(tmp_path, model):
     write_inputs(tmp_path)
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG but not really")
+    truncated_png(tmp_path / "broken.png")
     jobs = write_jobs(tmp_path / "jobs.jsonl", [job(0), job(1, image="broken.png"), job(2)])
     out = tmp_path / "out"
     report = run_batch(jobs, out, model, batch_size=2, progress=False)

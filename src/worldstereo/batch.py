@@ -361,22 +361,24 @@ def _validate_one(raw: Any, line: int, base: Path, defaults: Mapping[str, Any],
 
 
 def _check_job_files(job: BatchJob, images: dict[str, Any], problems: list[tuple[int, str | None, str]]) -> None:
-    """The content of a job's files, before any model work: the image decodes (``images`` caches the
-    size per path), the trajectory file parses, the depth map loads and has the image's size, and the
-    video fits the size budget. Problems are appended as ``(line, field, message)``."""
+    """The content of a job's files, before any model work: the image is an image (its header:
+    format, size within the limits; ``images`` caches the size per path), the trajectory file parses,
+    the depth map loads and has the image's size, and the video fits the size budget. Problems are
+    appended as ``(line, field, message)``. Pixel data that turns out to be corrupt when the job
+    decodes it fails that job alone."""
     from .commands import UsageError
     from .commands.render import check_trajectory_spec
     from .camera import assign_scale
     from .depth import load_depth
-    from .io.image import load_image
+    from .io.image import open_image_file
 
     def problem(field: str, exc: BaseException) -> None:
         problems.append((job.line, field, " ".join(str(exc).split())))
 
-    if job.image not in images:
+    if job.image not in images:  # the header only: a batch of many large images is not decoded twice
         try:
-            image = load_image(job.image, name="image")
-            images[job.image] = (int(image.shape[1]), int(image.shape[2]))
+            with open_image_file(job.image, "image") as im:
+                images[job.image] = (int(im.size[1]), int(im.size[0]))
         except (ValueError, TypeError, OSError) as exc:
             images[job.image] = exc
     size = images[job.image]
@@ -737,7 +739,8 @@ class _Runner:
         job = prepared.job
         t0 = time.perf_counter()
         target = self.out / job.output
-        with output_folder(target, owner="batch", option=f"output {job.output!r}") as staged:
+        # a job folder the batch recorded as damaged is run again: its own files are replaced
+        with output_folder(target, owner="batch", option=f"output {job.output!r}", replace_changed=True) as staged:
             folder = staged.path
             files = write_video_outputs(folder, "", result.video, result.record, prepared.trajectory, fps=self.fps,
                                         extra_json={"trajectory": job.trajectory})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_batch import job, write_inputs, write_jobs
+from tests.test_batch import job, truncated_png, write_inputs, write_jobs
 from worldstereo.cli import main
 from worldstereo.io.image import save_image
 from worldstereo.io.video import read_video
@@ -36,7 +36,7 @@ def torchrun(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Complete
 
 def test_cli_batch_one_process(tmp_path, memory_model_dir, capsys):
     write_inputs(tmp_path)
-    (tmp_path / "broken.png").write_bytes(b"garbage")
+    truncated_png(tmp_path / "broken.png")
     jobs = write_jobs(tmp_path / "jobs.jsonl", [job(0), job(1, image="broken.png"), job(2, steps=None)])
     out = tmp_path / "out"
     code = main(["batch", str(jobs), "--out", str(out), "--model", str(memory_model_dir), "--batch-size", "2",
@@ -82,7 +82,7 @@ def test_parallel_needs_torchrun(tmp_path, memory_model_dir, capsys):
 
 def test_torchrun_batch_over_two_ranks_resumed_with_a_failing_job(tmp_path, memory_model_dir):
     write_inputs(tmp_path, 5)
-    (tmp_path / "broken.png").write_bytes(b"garbage")
+    truncated_png(tmp_path / "broken.png")
     lines = [job(0), job(1), job(2, image="broken.png"), job(3), job(4)]
     jobs = write_jobs(tmp_path / "jobs.jsonl", lines)
     args = ("batch", str(jobs), "--out", "out", "--model", str(memory_model_dir), "--batch-size", "2")

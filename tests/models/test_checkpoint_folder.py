@@ -78,7 +78,7 @@ def test_failing_writer_leaves_the_folder_unchanged(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         write_checkpoint_folder(folder, broken)
     assert _tree(folder) == before and not _own_leftovers(folder)
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(ValueError, match="not a folder"):
         write_checkpoint_folder(folder / "config.json", broken)
 
 

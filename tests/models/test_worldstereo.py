@@ -483,5 +483,5 @@ def test_random_model_larger_than_memory_is_refused_before_allocation(monkeypatc
     import worldstereo.models.worldstereo as ws_module
 
     monkeypatch.setattr(ws_module, "_physical_memory_bytes", lambda: 10_000)
-    with pytest.raises(ValueError, match=r"vdm_config\['transformer'\]: the config describes a transformer of"):
+    with pytest.raises(ValueError, match=r"vdm_config\['(transformer|vae|text_encoder|image_encoder)'\]: the config describes a \w+ of"):
         WorldStereo(vdm_config=tiny_vdm_config("worldstereo-camera"), components={"tokenizer": tiny_tokenizer()})

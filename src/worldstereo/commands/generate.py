@@ -315,7 +315,8 @@ def _check_model_spec(spec: str, variant: str | None = None) -> None:
         except (ValueError, OSError) as exc:
             text = " ".join(str(exc).split())
             option = "--variant" if text.startswith("variant:") else "--model"
-            raise UsageError(f"{option}: cannot use {spec!r}: {text}") from None
+            what = "--model " if option == "--variant" else ""
+            raise UsageError(f"{option}: cannot use {what}{spec!r}: {text}") from None
         return
     if not _HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
         raise UsageError(f"--model: {spec!r} is neither an existing folder nor a Hugging Face id (owner/name)")
@@ -341,9 +342,12 @@ def _resolve_device(spec: str | None, dtype_name: str | None) -> tuple[str, str]
 
 def resolve_run_device(args: argparse.Namespace) -> tuple[str, str]:
     """``(device, dtype name)`` of the command: ``--device`` / ``--dtype``, or under ``--parallel`` /
-    ``--fsdp`` this torchrun rank's device (the process group is initialised here)."""
+    ``--fsdp`` this torchrun rank's device (the process group is initialised here); ``--memory-tier`` /
+    ``--vram`` are checked against it."""
     spec = parallel_device(args) if wants_parallel(args) else args.device
-    return _resolve_device(spec, args.dtype)
+    device, dtype = _resolve_device(spec, args.dtype)
+    _check_memory_options(args, device)  # --memory-tier / --vram need only the device
+    return device, dtype
 
 
 def _load_user_depth(args: argparse.Namespace, image_size: tuple[int, int]) -> Any:
@@ -433,8 +437,8 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
         raise UsageError("--depth-scale: only applies with --depth")
     user_depth = _load_user_depth(args, image_size) if args.depth is not None else None
     check_depth_model_spec(args.depth_model)
+    device, dtype_name = resolve_run_device(args)  # option-local checks first, then the model's files
     _check_model_spec(args.model, args.variant)
-    device, dtype_name = resolve_run_device(args)
 
     # -- model -------------------------------------------------------------------------------
     timings: dict[str, float] = {}

@@ -169,8 +169,8 @@ def _run_trajectories(args: argparse.Namespace, inputs: Any, frames: int, height
                       note: dict[str, Any]) -> int:
     """Reconstruction / panorama: one video per trajectory with the given renders and a shared bank."""
     t0 = time.perf_counter()
-    _check_model_spec(args.model, args.variant)
     device, dtype_name = resolve_run_device(args)
+    _check_model_spec(args.model, args.variant)
     model, load_seconds = load_model(args, device, dtype_name)
     writer = is_writer(model)  # under --parallel every rank generates; rank 0 writes
     steps, guidance = sampling_settings(args, model)

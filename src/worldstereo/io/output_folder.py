@@ -89,6 +89,7 @@ class StagedOutput:
     owner: str
     info: dict[str, Any] = field(default_factory=dict)
     option: str = "--out"
+    replace_changed: bool = False
     _discarded: bool = False
     _done: bool = False
 
@@ -121,7 +122,7 @@ class StagedOutput:
         _write_manifest(self.path, self.owner, self.info)
         if os.path.lexists(self.target):
             try:
-                _check_existing(self.target, self.owner, self.option)
+                _check_existing(self.target, self.owner, self.option, self.replace_changed)
             except OutputFolderError as exc:
                 keep = _unique_sibling(self.target, ".worldstereo-new")
                 os.rename(self.path, keep)
@@ -259,8 +260,9 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     return doc
 
 
-def _check_existing(target: Path, owner: str, option: str) -> None:
-    """Refuse a target that is not a folder, or whose content is not an earlier result of ``owner``."""
+def _check_existing(target: Path, owner: str, option: str, replace_changed: bool = False) -> None:
+    """Refuse a target that is not a folder, or whose content is not an earlier result of ``owner``
+    (``replace_changed``: files the manifest lists are the owner's even if their content changed)."""
     if not target.is_dir():
         raise OutputFolderError(f"{option}: {str(target)!r} exists and is not a folder")
     entries = sorted(n for n in os.listdir(target) if n != MANIFEST_NAME)
@@ -278,7 +280,7 @@ def _check_existing(target: Path, owner: str, option: str) -> None:
             f"{option}: {str(target)!r} holds the result of `worldstereo {manifest.get('owner')}`, not of "
             f"`worldstereo {owner}`; choose another folder (nothing was changed)"
         )
-    foreign = _not_owned(target, manifest["files"])
+    foreign = _not_owned(target, manifest["files"], check_content=not replace_changed)
     if foreign:
         shown = ", ".join(repr(n) for n in foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise OutputFolderError(
@@ -287,11 +289,12 @@ def _check_existing(target: Path, owner: str, option: str) -> None:
         )
 
 
-def _not_owned(target: Path, listed: dict[str, Any]) -> list[str]:
+def _not_owned(target: Path, listed: dict[str, Any], *, check_content: bool = True) -> list[str]:
     """The paths under ``target`` (relative, ``/``-separated) that are not exactly what the manifest
     lists: files it does not list, files whose size or SHA-256 differ (edited or replaced since the
     run — the user's work now), symbolic links and special files. Only a folder holding nothing but
-    unchanged files of an earlier result may be replaced."""
+    unchanged files of an earlier result may be replaced (``check_content=False``: listed files count
+    as the result's whatever their content — for callers that detect damaged results themselves)."""
     foreign: list[str] = []
     for root, dirs, names in os.walk(target):
         dirs.sort()
@@ -310,8 +313,9 @@ def _not_owned(target: Path, listed: dict[str, Any]) -> list[str]:
                 st = full.lstat()
             except OSError:
                 continue
-            if not isinstance(info, dict) or not stat.S_ISREG(st.st_mode) or info.get("size") != st.st_size \
-                    or info.get("sha256") != _sha256(full):
+            if not isinstance(info, dict) or not stat.S_ISREG(st.st_mode):
+                foreign.append(rel)
+            elif check_content and (info.get("size") != st.st_size or info.get("sha256") != _sha256(full)):
                 foreign.append(rel)
             if len(foreign) > 20:
                 return foreign
@@ -413,7 +417,7 @@ def check_output_target(target: str | os.PathLike[str], option: str = "--out") -
 
 
 def prepare_output_folder(target: str | os.PathLike[str], *, owner: str, option: str = "--out",
-                          info: dict[str, Any] | None = None) -> StagedOutput:
+                          info: dict[str, Any] | None = None, replace_changed: bool = False) -> StagedOutput:
     """Check ``target`` and create its staging folder (step 1 and 2 of the protocol).
 
     Raises:
@@ -433,7 +437,7 @@ def prepare_output_folder(target: str | os.PathLike[str], *, owner: str, option:
     _clean_leftovers(path)
     mode = 0o777 & ~_umask()
     if os.path.lexists(path):
-        _check_existing(path, owner, option)
+        _check_existing(path, owner, option, replace_changed)
         if not os.access(path, os.W_OK | os.X_OK):
             raise OutputFolderError(f"{option}: the folder {str(path)!r} is not writable")
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -447,7 +451,8 @@ def prepare_output_folder(target: str | os.PathLike[str], *, owner: str, option:
     except OSError as exc:
         _remove_tree(stage)
         raise OutputFolderError(f"{option}: cannot create a folder in {str(parent)!r}: {exc.strerror or exc}") from None
-    return StagedOutput(target=path, path=stage, owner=owner, info=dict(info or {}), option=option)
+    return StagedOutput(target=path, path=stage, owner=owner, info=dict(info or {}), option=option,
+                        replace_changed=replace_changed)
 
 
 def _umask() -> int:
@@ -458,7 +463,7 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def output_folder(target: str | os.PathLike[str], *, owner: str, option: str = "--out",
-                  info: dict[str, Any] | None = None) -> Iterator[StagedOutput]:
+                  info: dict[str, Any] | None = None, replace_changed: bool = False) -> Iterator[StagedOutput]:
     """Context manager: write into ``staged.path``; it replaces ``target`` when the block succeeds.
 
     See the module docstring for the protocol and its guarantees.
@@ -469,11 +474,14 @@ def output_folder(target: str | os.PathLike[str], *, owner: str, option: str = "
             target is only replaced when it holds an earlier result of the same owner.
         option: the option / parameter name used in error messages.
         info: extra JSON data for the manifest.
+        replace_changed: files of an earlier result whose content changed since (edited, or damaged)
+            are replaced too; by default they count as the user's and the target is refused. For
+            callers that check their earlier results themselves (``worldstereo batch``).
 
     Raises:
         OutputFolderError: the target cannot be used (raised before the block runs).
     """
-    staged = prepare_output_folder(target, owner=owner, option=option, info=info)
+    staged = prepare_output_folder(target, owner=owner, option=option, info=info, replace_changed=replace_changed)
     try:
         yield staged
     except BaseException:
