@@ -73,7 +73,7 @@ def test_reconstruct_3d_refuses_a_fixed_depth_map_without_a_depth_model():
 
 
 def test_reconstruct_3d_uses_the_models_estimator_for_generated_frames(caplog, monkeypatch):
-    import worldstereo.reconstruction as reconstruction
+    import worldstereo.pipeline as pipeline
     from worldstereo.depth import DepthPrediction
     from worldstereo.pipeline import reconstruct_3d
     from worldstereo.testing import tiny_model
@@ -89,8 +89,8 @@ def test_reconstruct_3d_uses_the_models_estimator_for_generated_frames(caplog, m
 
     model.depth_estimator = model_estimator
     used = []
-    original = reconstruction.reconstruct
-    monkeypatch.setattr(reconstruction, "reconstruct",
+    original = pipeline.reconstruct
+    monkeypatch.setattr(pipeline, "reconstruct",
                         lambda frames, traj, method, depth, **kw: used.append(depth) or original(frames, traj, method,
                                                                                                  depth, **kw))
     traj = CameraTrajectory.preset("forward", num_frames=4, height=32, width=32, distance=0.2)

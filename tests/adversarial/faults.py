@@ -12,10 +12,11 @@ Invariants:
 * a failed write (full disk) leaves the previous result and no staging leftover, and the command
   answers with one line (no traceback).
 
-``python -m tests.adversarial.faults [--tmpfs DIR]`` runs everything and prints a report;
-``tests/test_reliability_adversarial.py`` runs a short version. ``--tmpfs`` names a small tmpfs
-mount point (created and mounted when running as root; skipped otherwise) for real full-disk runs;
-without it the disk-full cases inject ``OSError(ENOSPC)`` into the writers instead.
+``python -m tests.adversarial.faults [--tmpfs DIR]`` runs everything and prints a report (about two
+minutes). ``--tmpfs`` names a small tmpfs mount point (created and mounted when running as root,
+skipped otherwise) for real full-disk runs. ``tests/test_reliability_adversarial.py`` runs the
+full-disk cases in the test suite (tmpfs as root, else ``RLIMIT_FSIZE``); the kill cases are tested
+there by ``tests/test_reliability_cli.py`` and ``tests/models/test_checkpoint_folder.py``.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def kill_command(report: FaultReport, root: Path, name: str, make_argv: Any, kil
     report.check(siblings(out) == ["out", "thesis.txt"], f"{name}: leftovers after a clean run: {siblings(out)}")
 
 
-def kill_batch(report: FaultReport, root: Path, model_dir: Path, image: Path, kills: int, seed: int) -> None:
+def kill_batch(report: FaultReport, root: Path, model_dir: Path, image: Path, depth: Path, kills: int,
+               seed: int) -> None:
     """Kill ``worldstereo batch`` at random instants: every job folder present is complete (its
     record and files), the user's file in OUT is kept, and a re-run finishes the rest."""
     work = root / "kill-batch"
@@ -129,12 +131,14 @@ def kill_batch(report: FaultReport, root: Path, model_dir: Path, image: Path, ki
     out.mkdir()
     (out / "notes.txt").write_text("precious")
     jobs = work / "jobs.jsonl"
-    jobs.write_text("".join(json.dumps({"image": str(image), "trajectory": "orbit", "output": f"j{i}", "seed": i,
+    jobs.write_text("".join(json.dumps({"image": str(image), "depth": str(depth), "trajectory": "orbit",
+                                        "output": f"j{i}", "seed": i,
                                         "frames": 3, "height": 32, "width": 48, "steps": 1}) + "\n" for i in range(3)))
     argv = ["batch", str(jobs), "--model", str(model_dir), "--out", str(out), "--device", "cpu", "--no-progress"]
     t0 = time.perf_counter()
-    _run(argv + ["--force"])
+    first = _run(argv + ["--force"])
     duration = time.perf_counter() - t0
+    report.check(first.returncode == 0, f"batch: the first run failed: {first.stderr.strip()[-300:]}")
     rng = random.Random(seed)
     for k in range(kills):
         _kill_at(argv + ["--force"], rng.uniform(0.2, 1.0) * duration)
@@ -256,14 +260,19 @@ def main(argv: list[str]) -> int:
                                                                "--trajectory", "orbit", "--depth", str(depth),
                                                                "--out", str(out), *SMALL, "--steps", "1", "--seed",
                                                                str(k), "--device", "cpu"], 4, 4)
-        kill_batch(report, root, model_dir, image, 4, 5)
+        kill_batch(report, root, model_dir, image, depth, 4, 5)
         kill_save(report, root, 6, 6)
+        big_demo = root / "big-demo"
+        assert _run(["demo", "--out", str(big_demo), "--height", "128", "--width", "192", "--frames", "8",
+                     "--no-progress"]).returncode == 0
         small = root / "small"
         if "--tmpfs" in argv and mount_tmpfs(small, "300k"):
             try:
-                full_disk_cli(report, small, lambda out: ["demo", "--out", str(out), *SMALL, "--supersample", "1"],
-                              "demo")
-                full_disk_cli(report, small, lambda out: ["reconstruct", str(demo), "--out", str(out)], "reconstruct")
+                # outputs larger than the 300 KB disk
+                full_disk_cli(report, small, lambda out: ["demo", "--out", str(out), "--height", "256", "--width",
+                                                          "384", "--frames", "24", "--no-progress"], "demo")
+                full_disk_cli(report, small, lambda out: ["reconstruct", str(big_demo), "--out", str(out)],
+                              "reconstruct")
                 full_disk_save(report, small)
             finally:
                 umount(small)

@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .paths import as_path
+
 __all__ = ["MANIFEST_NAME", "OutputFolderError", "StagedOutput", "check_output_target", "output_folder",
            "prepare_output_folder", "read_manifest"]
 
@@ -360,15 +362,10 @@ def _write_manifest(folder: Path, owner: str, info: dict[str, Any]) -> None:
 
 
 def _resolve_target(target: Any, option: str) -> Path:
-    if not isinstance(target, (str, os.PathLike)):
-        raise OutputFolderError(f"{option}: expected a folder path, got {type(target).__name__}")
-    text = os.fspath(target)
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
-    if not text.strip():
-        raise OutputFolderError(f"{option}: expected a folder path, got an empty string")
-    if "\x00" in text:
-        raise OutputFolderError(f"{option}: {text!r} contains a NUL character")
+    try:  # a path type, not empty, no NUL character
+        text = str(as_path(target, option))
+    except (TypeError, ValueError) as exc:
+        raise OutputFolderError(str(exc)) from None
     path = Path(os.path.abspath(os.path.expanduser(text)))
     # resolve links of the target and its parents: the folder the caller named is where its
     # link points (a link itself is never replaced by a folder)

@@ -29,11 +29,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from worldstereo.config_checks import ConfigError, read_json_file
@@ -576,11 +578,21 @@ def _base_weights_file(config_dict: Mapping[str, Any], base_transformer: str | o
 
 def save_file_of_transformer(model: Any, directory: Path) -> None:
     """Write ``config.json`` + ``model.safetensors`` of ``model`` into the existing folder
-    ``directory`` (no transaction: the caller writes into a staging folder)."""
-    from safetensors.torch import save_file  # noqa: PLC0415
+    ``directory`` (no transaction: the caller writes into a staging folder).
 
+    Raises:
+        OSError: the file cannot be written (``errno.ENOSPC`` on a full disk), naming the file.
+    """
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    path = directory / "model.safetensors"
+    try:
+        save_file(sd, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:  # an I/O failure (a full disk) surfaces as an OSError with its errno
+        match = re.search(r"os error (\d+)", str(exc))
+        if match is None:
+            raise
+        code = int(match.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from exc
     del sd
     model.worldstereo_config.to_json_file(directory / "config.json")  # the reference schema
 
