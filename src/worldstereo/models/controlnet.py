@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .attention import ControlNetAttnProcessor
 from .config import ControlNetConfig
+from .diffusers_checkpoint import CheckpointFolderMixin
 
 __all__ = ["MaskCamEmbed", "LayerNormZero", "ControlNetSelfAttention", "ControlNetBlock", "WanXControlNet"]
 
@@ -126,7 +127,7 @@ class ControlNetBlock(nn.Module):
         return x + gate * self.ffn(h)
 
 
-class WanXControlNet(ModelMixin, ConfigMixin, AttentionMixin):
+class WanXControlNet(CheckpointFolderMixin, ModelMixin, ConfigMixin, AttentionMixin):
     """GGM ControlNet: embeds ``cat([hidden_states[:, :20], render_latent])`` and the mask/camera map,
     runs ``num_layers`` blocks and emits one D-wide residual per block.
 

@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from .attention import AttentionProcessorBase, check_attention_backend, legacy_backend_name
 from .config import ControlNetConfig, WanBackboneConfig, WorldStereoConfig
 from .controlnet import WanXControlNet
+from .diffusers_checkpoint import CheckpointFolderMixin
 from .memory_block import WorldStereoBlock, WorldStereoMemoryBlock, register_block_metadata
 
 __all__ = ["WorldStereoTransformer", "StereoRotaryPosEmbed", "Transformer2DModelOutput", "REF_INDEX_EMBEDDING_SIZE",
@@ -153,7 +154,8 @@ def context_parallel_plan(is_memory: bool, update_ref: bool = True) -> dict[str,
     return plan
 
 
-class WorldStereoTransformer(ModelMixin, ConfigMixin, AttentionMixin, CacheMixin, PeftAdapterMixin):
+class WorldStereoTransformer(CheckpointFolderMixin, ModelMixin, ConfigMixin, AttentionMixin, CacheMixin,
+                             PeftAdapterMixin):
     """Wan2.1-I2V backbone + GGM ControlNet (+ SSM memory for the memory variants).
 
     Build with ``WorldStereoTransformer(config)`` (a :class:`WorldStereoConfig`; random weights, the
