@@ -97,7 +97,7 @@ def knn_points(query: Tensor, points: Tensor, k: int, *, backend: str | None = N
 
 def _knn_grid(Q: Tensor, P: Tensor, k: int, dist: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     """The grid backend of :func:`knn_points` (fills and returns ``dist`` / ``idx``)."""
-    dev, dt = P.device, P.dtype
+    dev = P.device
     n, m = P.shape[0], Q.shape[0]
 
     # the grid: 2^21 finest cells per axis over the bounding box of points and queries. Cell indices

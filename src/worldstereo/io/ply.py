@@ -483,12 +483,12 @@ def _read_ply(p: Path) -> dict[str, Any]:
     fmt, elements, body = _parse_header(raw, p)
     vertex_el = next((e for e in elements if e.name == "vertex"), None)
     if vertex_el is None:
-        raise PlyFormatError(p, f"no 'vertex' element")
+        raise PlyFormatError(p, "no 'vertex' element")
     names = [q.name for q in vertex_el.properties]
     if not {"x", "y", "z"} <= set(names):
         raise PlyFormatError(p, f"vertex element lacks x/y/z properties (has {names})")
     if vertex_el.has_list:
-        raise PlyFormatError(p, f"list properties in the vertex element are not supported")
+        raise PlyFormatError(p, "list properties in the vertex element are not supported")
     records: dict[str, Any] = {}
     if fmt == "ascii":
         tokens = raw[body:].split()
