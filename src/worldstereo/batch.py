@@ -76,10 +76,36 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from . import __version__
+from .camera import PRESET_NAMES, assign_scale
+from .commands import UsageError
+from .commands.generate import (
+    REFERENCE_GUIDANCE,
+    REFERENCE_STEPS,
+    _API_GUIDANCE,
+    _API_STEPS,
+    CachedDepth,
+    StepProgress,
+    depth_scale_and_intrinsics,
+    write_memory_outputs,
+    write_summary,
+    write_video_outputs,
+)
+from .commands.render import (
+    check_depth_model_spec,
+    check_trajectory_spec,
+    preset_trajectory,
+    resolve_trajectory,
+)
+from .depth import DEFAULT_DEPTH_MODEL, UserDepth, get_depth_estimator, load_depth
 from .devices import check_device
 from .errors import UnavailableError
+from .io.atomic import atomic_open
 from .io.errors import InputFileError
 from .io.files import parse_json_text, read_text_file
+from .io.image import load_image, open_image_file, resize_image, save_image
+from .io.output_folder import check_output_target, output_folder
+from .models.loading import _looks_like_hub_id, resolve_checkpoint
 from .parallel import (
     PARALLEL_MODES,
     enable_context_parallel,
@@ -87,6 +113,7 @@ from .parallel import (
     launched_by_torchrun,
     parallel_state,
 )
+from .vram import get_memory_tier
 
 __all__ = [
     "JOB_FIELDS",
@@ -294,10 +321,6 @@ def _check_file(text: str, base: Path, what: str) -> str:
 
 def _validate_one(raw: Any, line: int, base: Path, defaults: Mapping[str, Any],
                   problems: list[tuple[int, str | None, str]]) -> BatchJob | None:
-    from .camera import PRESET_NAMES
-    from .commands import UsageError
-    from .commands.render import preset_trajectory
-
     if not isinstance(raw, dict):
         problems.append((line, None, f"expected a JSON object, got {type(raw).__name__}"))
         return None
@@ -366,12 +389,6 @@ def _check_job_files(job: BatchJob, images: dict[str, Any], problems: list[tuple
     the depth map loads and has the image's size, and the video fits the size budget. Problems are
     appended as ``(line, field, message)``. Pixel data that turns out to be corrupt when the job
     decodes it fails that job alone."""
-    from .commands import UsageError
-    from .commands.render import check_trajectory_spec
-    from .camera import assign_scale
-    from .depth import load_depth
-    from .io.image import open_image_file
-
     def problem(field: str, exc: BaseException) -> None:
         problems.append((job.line, field, " ".join(str(exc).split())))
 
@@ -517,8 +534,6 @@ def _record_path(out: Path, name: str) -> Path:
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    from .io.atomic import atomic_open
-
     with atomic_open(path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=2, default=str)
         fh.write("\n")
@@ -636,28 +651,12 @@ class _Runner:
     # -------------------------------------------------------------- per-job preparation
     def _depth_estimator(self) -> Any:
         if self._depth is None:
-            from .depth import DEFAULT_DEPTH_MODEL, get_depth_estimator
-
             spec = self.depth_model or getattr(self.model, "depth_estimator", None) or DEFAULT_DEPTH_MODEL
             self._depth = get_depth_estimator(spec, device=self.device)
         return self._depth
 
     def prepare(self, job: BatchJob) -> dict[str, Any]:
         """``generate_video`` keyword arguments of ``job`` (loads its image, depth and trajectory)."""
-        from .camera import assign_scale
-        from .commands.generate import (
-            _API_GUIDANCE,
-            _API_STEPS,
-            REFERENCE_GUIDANCE,
-            REFERENCE_STEPS,
-            CachedDepth,
-            StepProgress,
-            depth_scale_and_intrinsics,
-        )
-        from .commands.render import resolve_trajectory
-        from .depth import UserDepth, load_depth
-        from .io.image import load_image
-
         started = time.perf_counter()
         image = load_image(job.image, name="image")
         image_size = (int(image.shape[1]), int(image.shape[2]))
@@ -731,11 +730,6 @@ class _Runner:
     def _write(self, prepared: _Prepared, result: Any) -> dict[str, int]:
         """The job's folder, written as one transaction (:func:`~worldstereo.io.output_folder.output_folder`:
         a staging folder renamed into place when complete); returns its listing (name -> bytes)."""
-        from . import __version__
-        from .commands.generate import write_memory_outputs, write_summary, write_video_outputs
-        from .io.image import resize_image, save_image
-        from .io.output_folder import output_folder
-
         job = prepared.job
         t0 = time.perf_counter()
         target = self.out / job.output
@@ -775,7 +769,7 @@ def _barrier() -> None:
 
 
 def _load_model(model: Any, variant: str | None, device: torch.device, dtype: torch.dtype, on_device: bool) -> Any:
-    from .models.worldstereo import WorldStereo
+    from .models.worldstereo import WorldStereo  # lazy: model stack (ftfy, scipy)
 
     if isinstance(model, nn.Module):
         return model
@@ -804,10 +798,6 @@ def _check_model_options(model: Any, variant: str | None, memory_tier: str | Non
                          depth_model: Any) -> None:
     """The checks of the model options that read no weight: the checkpoint's layout, configs and
     variant (JSON files only), the memory tier and the depth model name."""
-    from .commands.render import check_depth_model_spec
-    from .models.loading import _looks_like_hub_id, resolve_checkpoint
-    from .vram import get_memory_tier
-
     if isinstance(model, (str, os.PathLike)):
         if Path(model).expanduser().exists() or not _looks_like_hub_id(os.fspath(model)):
             try:
@@ -889,8 +879,6 @@ def run_batch(
             raise TypeError(f"jobs: expected a jobs file path or a list of job dicts, got {type(jobs).__name__}")
         job_list = validate_jobs(jobs, defaults=defaults)
         source = "jobs"
-    from .io.output_folder import check_output_target
-
     out_dir = check_output_target(out, "out")  # a file, a root, unwritable ...: refused before any work
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
@@ -940,7 +928,7 @@ def run_batch(
         enable_context_parallel(loaded, parallel or "none", group_size=group_size if group_size is not None
                                 else (None if parallel is not None else 1), fsdp=fsdp, device=dev)
     elif memory_tier is not None:
-        from .optimization import enable_memory_tier
+        from .optimization import enable_memory_tier  # lazy: accelerate, diffusers
 
         enable_memory_tier(loaded, memory_tier, device=dev)
     state = parallel_state(loaded)
@@ -972,7 +960,7 @@ def run_batch(
     # -- run ----------------------------------------------------------------------------------
     from tqdm.auto import tqdm
 
-    from .pipeline import BatchedGeneration
+    from .pipeline import BatchedGeneration  # lazy: diffusers
 
     by_name = {j.output: j for j in mine}
     bar = tqdm(total=len(mine), desc="batch", unit="job", disable=True if not (progress and is_main) else None)

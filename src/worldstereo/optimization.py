@@ -37,6 +37,7 @@ from torch import nn
 
 from worldstereo.devices import check_device
 from worldstereo.errors import UnavailableError
+from worldstereo.models.checkpoint import parameter_dtype
 from worldstereo.vram import PRECISION_CRITICAL_PATTERNS, MEMORY_TIERS, MemoryTier, get_memory_tier, suggest_memory_tier
 
 __all__ = [
@@ -445,8 +446,6 @@ def _require_torchao() -> Any:
 def _cast_like_reference(transformer: nn.Module, dtype: torch.dtype) -> None:
     """Cast the transformer to ``dtype`` keeping the backbone's keep-fp32 modules (the reference
     policy); the ControlNet, camera MLP and ``ref_index_embedding`` follow ``dtype`` too."""
-    from worldstereo.models.checkpoint import parameter_dtype  # noqa: PLC0415  (models stay optional here)
-
     with torch.no_grad():
         for name, p in transformer.named_parameters():
             target = parameter_dtype(name, dtype, keep_extras_fp32=False)

@@ -61,6 +61,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.device_mesh import init_device_mesh
 
+from .devices import check_device
 from .errors import UnavailableError
 
 __all__ = [
@@ -331,8 +332,6 @@ def enable_context_parallel(model: nn.Module, mode: str = "ulysses", *, group_si
         raise TypeError(f"mode={mode!r}: CFG parallelism splits the sampling loop's guidance passes; pass the "
                         f"WorldStereo model, not its transformer")
     if device is not None:
-        from .devices import check_device
-
         dev = check_device(device, "device")
     else:
         dev = _rank_device() if dist.is_available() and dist.is_initialized() else torch.device("cpu")

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .io.video import read_video
+from .memory.limits import MEMORY_CONFIG_LIMITS
 from .models.vae import latent_shape
 from worldstereo.errors import MissingPathError
 
@@ -270,8 +271,6 @@ def load_given_inputs(
             refs = refs[None]
         if refs.ndim != 4 or refs.shape[1] != 3 or refs.shape[0] < 1:
             raise ValueError(f"reference_images: expected shape (R, 3, H, W) with R >= 1, got {tuple(refs.shape)}")
-        from .memory.limits import MEMORY_CONFIG_LIMITS
-
         most = int(MEMORY_CONFIG_LIMITS["max_references"][1])
         if refs.shape[0] > most:
             raise ValueError(f"reference_images: {refs.shape[0]} reference views; at most {most} are supported "

@@ -16,6 +16,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from .camera import CameraTrajectory
+
+from .geometry import PointCloud
+
+from .io.limits import MAX_VIDEO_BYTES
+
+from .io.paths import as_path
+
 __all__ = [
     "GENERATION_LIMITS",
     "OUTPUT_FORMATS",
@@ -60,8 +68,6 @@ def check_video_size(num_frames: int, height: int, width: int, names: str = "num
     Raises:
         ValueError: naming ``names`` and the sizes.
     """
-    from .io.limits import MAX_VIDEO_BYTES
-
     if num_frames * height * width * 3 > MAX_VIDEO_BYTES:
         raise ValueError(f"{names}: {num_frames} frames of {height}x{width} pixels exceed the video budget of "
                          f"{MAX_VIDEO_BYTES} bytes of RGB (worldstereo.io.limits.MAX_VIDEO_BYTES); use fewer or "
@@ -74,8 +80,6 @@ def check_save_path(save_path: Any, name: str = "save_path") -> Path:
     Raises:
         TypeError / ValueError: naming ``name``.
     """
-    from .io.paths import as_path
-
     path = as_path(save_path, name)
     try:
         parent = path.expanduser().resolve().parent
@@ -98,8 +102,6 @@ def validate_point_cloud_arg(point_cloud: Any) -> None:
     shape (N, 3) or (N, 6) with N > 0 and finite values."""
     if point_cloud is None:
         return
-    from .geometry import PointCloud
-
     if isinstance(point_cloud, PointCloud):
         if len(point_cloud) == 0:
             raise ValueError("point_cloud: the point cloud is empty; expected at least one point")
@@ -147,8 +149,6 @@ def validate_generation_args(
     Raises:
         TypeError / ValueError naming the parameter.
     """
-    from .camera import CameraTrajectory
-
     if not isinstance(camera_trajectory, CameraTrajectory):
         raise TypeError(f"camera_trajectory: expected a CameraTrajectory, got {type(camera_trajectory).__name__}")
     lim = GENERATION_LIMITS

@@ -199,7 +199,7 @@ def tiny_image_encoder(seed: int = 0, config: dict[str, Any] | None = None) -> A
 
 def tiny_image_processor(config: dict[str, Any] | None = None) -> Any:
     """``CLIPImageProcessor`` with a 32 px resize/crop (CLIP mean/std, bicubic)."""
-    from worldstereo.models.conditioning import clip_image_processor_class
+    from worldstereo.models.conditioning import clip_image_processor_class  # lazy: model stack (ftfy)
 
     return clip_image_processor_class()(**(config or TINY_IMAGE_PROCESSOR_CONFIG))
 
@@ -227,7 +227,7 @@ def tiny_model(variant: str = "worldstereo-memory", seed: int = 0) -> Any:
     """A complete random tiny :class:`~worldstereo.models.worldstereo.WorldStereo` (CPU, float32,
     eval mode). Same ``(variant, seed)`` -> identical weights; the global RNG state is untouched.
     """
-    from worldstereo.models.worldstereo import WorldStereo
+    from worldstereo.models.worldstereo import WorldStereo  # lazy: model stack (ftfy, scipy)
 
     if variant not in VARIANTS:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")

@@ -36,6 +36,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from worldstereo.models.config import WanBackboneConfig, WorldStereoConfig
+
 __all__ = [
     "MEMORY_TIERS",
     "MemoryTier",
@@ -260,7 +262,6 @@ def release_parameter_counts(variant: str = "worldstereo-memory",
     and the Wan VAE (0.127 B)."""
     import torch  # noqa: PLC0415  (keep this module importable without building anything)
 
-    from worldstereo.models.config import WanBackboneConfig, WorldStereoConfig  # noqa: PLC0415
     from worldstereo.models.transformer import WorldStereoTransformer  # noqa: PLC0415
 
     if variant not in _VARIANTS:

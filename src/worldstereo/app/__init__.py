@@ -21,13 +21,13 @@ __all__ = ["AppModels", "AppSession", "GenerationCancelled", "ModelSpec", "build
 
 def build_app(*args, **kwargs):  # type: ignore[no-untyped-def]
     """:func:`worldstereo.app.ui.build_app` (imports Gradio)."""
-    from .ui import build_app as _build
+    from .ui import build_app as _build  # lazy: gradio (optional extra)
 
     return _build(*args, **kwargs)
 
 
 def launch(*args, **kwargs):  # type: ignore[no-untyped-def]
     """:func:`worldstereo.app.ui.launch` (imports Gradio)."""
-    from .ui import launch as _launch
+    from .ui import launch as _launch  # lazy: gradio (optional extra)
 
     return _launch(*args, **kwargs)

@@ -23,6 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from worldstereo.depth import DEFAULT_DEPTH_MODEL, get_depth_estimator
+
+from worldstereo.models.loading import resolve_checkpoint
+
 __all__ = ["AppModels", "ModelSpec", "checkpoint_defaults"]
 
 logger = logging.getLogger(__name__)
@@ -74,8 +78,6 @@ def checkpoint_defaults(path: str | None, variant: str | None = None) -> dict[st
 
     if path is None or not Path(path).expanduser().is_dir():
         return {}
-    from worldstereo.models.loading import resolve_checkpoint
-
     config = resolve_checkpoint(path, variant, local_files_only=True).config
     return {k: config[k] for k in ("scale_map", "nframe", "model_type") if config.get(k) is not None}
 
@@ -106,7 +108,7 @@ class AppModels:
         (the same unless the checkpoint overrides them)."""
         if self._model is not None:
             return dict(self._model.global_memory_config)
-        from worldstereo.models.worldstereo import DEFAULT_GLOBAL_MEMORY_CONFIG
+        from worldstereo.models.worldstereo import DEFAULT_GLOBAL_MEMORY_CONFIG  # lazy: model stack (ftfy, scipy)
 
         return dict(DEFAULT_GLOBAL_MEMORY_CONFIG)
 
@@ -122,7 +124,7 @@ class AppModels:
             if self._model is None:
                 import torch
 
-                from worldstereo.pipeline import WorldStereoPipeline
+                from worldstereo.pipeline import WorldStereoPipeline  # lazy: diffusers
 
                 device = self.spec.resolved_device()
                 on_cuda = device.startswith("cuda")
@@ -148,8 +150,6 @@ class AppModels:
         """
         with self._load_lock:
             if self._depth is None:
-                from worldstereo.depth import DEFAULT_DEPTH_MODEL, get_depth_estimator
-
                 spec = self.spec.depth_model or DEFAULT_DEPTH_MODEL
                 device = self.spec.resolved_device() if self.spec.device is not None else None
                 self._depth = get_depth_estimator(spec, device=device)

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from worldstereo import __version__
 from worldstereo.camera import (
     PRESET_NAMES,
     CameraTrajectory,
@@ -56,7 +57,18 @@ from worldstereo.camera import (
     intrinsics_from_fov,
     trajectory_subsample_linspace,
 )
+from worldstereo.commands.generate import write_memory_outputs, write_summary, write_video_outputs
+from worldstereo.commands.render import load_trajectory_file
+from worldstereo.depth import UserDepth, load_depth
 from worldstereo.geometry.coverage import render_coverage
+from worldstereo.geometry.panorama import equirect_to_perspective, lift_equirect_depth
+from worldstereo.io.atomic import atomic_open, atomic_write
+from worldstereo.io.files import read_json_file
+from worldstereo.io.image import load_image, resize_image, save_image
+from worldstereo.io.output_folder import output_folder
+from worldstereo.io.video import write_video
+from worldstereo.reconstruction import METHODS, reconstruct
+from worldstereo.scenes import make_room_scene
 
 from .model import AppModels
 
@@ -290,9 +302,6 @@ class AppSession:
             worldstereo.depth.hub.DepthModelUnavailableError: no depth file and the depth model is
                 neither cached nor downloadable (the message says how to go on).
         """
-        from worldstereo.depth import load_depth
-        from worldstereo.io.image import load_image
-
         progress(0.05, "reading the image")
         image = load_image(Path(image_path), name="image")
         name = Path(image_path).name
@@ -311,8 +320,6 @@ class AppSession:
 
     def load_example(self, name: str, *, progress: Progress = _no_progress) -> Scene:
         """Load a bundled example (:data:`EXAMPLES`): the procedural room with its exact depth."""
-        from worldstereo.scenes import make_room_scene
-
         if name not in EXAMPLES:
             raise ValueError(f"example: unknown {name!r}; expected one of {list(EXAMPLES)}")
         progress(0.1, "ray-casting the procedural room")
@@ -324,8 +331,6 @@ class AppSession:
 
     def _set_scene(self, name: str, image: Tensor, depth: Tensor | None, *, depth_source: str | None,
                    fov_deg: float | None = None, progress: Progress = _no_progress) -> Scene:
-        from worldstereo.io.image import resize_image
-
         h, w = int(image.shape[-2]), int(image.shape[-1])
         panorama = w == 2 * h  # the pipeline's rule (panorama=None: auto)
         target = PANORAMA_SIZE if panorama else None
@@ -393,19 +398,15 @@ class AppSession:
         the panorama's perspective crop through the condition camera)."""
         scene = self.require_scene()
         if scene.panorama:
-            from worldstereo.geometry.panorama import equirect_to_perspective
-
             return equirect_to_perspective(scene.source, torch.eye(4), self.condition_K().float(), self.height,
                                            self.width).clamp(0, 1)
-        from worldstereo.io.image import resize_image
-
         return resize_image(scene.source, self.height, self.width).clamp(0, 1)
 
     def memory_geometry(self) -> Any:
         """The :class:`~worldstereo.memory.GlobalGeometricMemory` the pipeline builds for this scene at
         the generation size, with the model's settings (cached until the scene, size or field of
         view changes)."""
-        from worldstereo.memory import GlobalGeometricMemory
+        from worldstereo.memory import GlobalGeometricMemory  # lazy: scipy
 
         scene = self.require_scene()
         config = self.models.global_memory_config()
@@ -415,13 +416,9 @@ class AppSession:
         memory = GlobalGeometricMemory(**config)
         image = self.condition_view()
         if scene.panorama:
-            from worldstereo.geometry.panorama import lift_equirect_depth
-
             memory.from_point_cloud(lift_equirect_depth(scene.depth, scene.source, valid_mask=scene.valid),
                                     condition_image=image)
         else:
-            from worldstereo.io.image import resize_image
-
             depth = resize_image(scene.depth[None], self.height, self.width, mode="nearest")[0]
             valid = resize_image(scene.valid[None].float(), self.height, self.width, mode="nearest")[0] > 0.5
             memory.initialize(image, depth * valid, self.condition_K(), torch.eye(4, dtype=torch.float64),
@@ -532,15 +529,11 @@ class AppSession:
         ``transforms.json``, ``.npz`` or a RealEstate10K ``.txt``) and switch to file mode. The
         cameras are re-expressed relative to the first one (the condition view); files saved in
         median depths are scaled by the scene's; files without intrinsics get the field of view."""
-        from worldstereo.commands.render import load_trajectory_file
-
         scene = self.require_scene()
         p = Path(path)
         # intrinsics in pixels of: the size the file states (ours, camera.json with width/height), else the image
         image_size: tuple[int, int] | None = (int(scene.source.shape[-2]), int(scene.source.shape[-1]))
         if p.suffix.lower() == ".json":
-            from worldstereo.io.files import read_json_file
-
             doc = read_json_file(p, "trajectory file", "trajectory JSON file")
             if isinstance(doc, dict) and "width" in doc and "height" in doc:
                 image_size = None
@@ -604,8 +597,6 @@ class AppSession:
     def render_preview(self, *, progress: Progress = _no_progress, fps: int = 16) -> Preview:
         """Render the point cloud along the path (the ControlNet inputs of generation) and write
         ``preview/render.mp4`` and ``preview/render_mask.mp4`` (white = hole)."""
-        from worldstereo.io.video import write_video
-
         t0 = time.perf_counter()
         traj = self.trajectory()
         memory = self.memory_geometry()
@@ -637,8 +628,7 @@ class AppSession:
             GenerationCancelled: Cancel was pressed (checked after every denoising step).
             RuntimeError: no checkpoint.
         """
-        from worldstereo.io.output_folder import output_folder
-        from worldstereo.pipeline import SceneMemory, generate_multi_view
+        from worldstereo.pipeline import SceneMemory, generate_multi_view  # lazy: diffusers
 
         scene = self.require_scene()
         trajectories = list(self.views) or [self.trajectory()]
@@ -668,8 +658,6 @@ class AppSession:
             memory = SceneMemory()
             depth = scene.estimator
             if depth is None:
-                from worldstereo.depth import UserDepth
-
                 depth = UserDepth(scene.depth)
             videos = generate_multi_view(
                 model, scene.source, trajectories, shared_memory=True, memory=memory,
@@ -692,10 +680,6 @@ class AppSession:
 
     def _write_generation(self, out: Path, videos: list[Tensor], memory: Any, trajectories: list[CameraTrajectory],
                           *, fps: int, prompt: str, seed: int, steps: int, guidance: float) -> tuple[list[Path], list[Path]]:
-        from worldstereo import __version__
-        from worldstereo.commands.generate import write_memory_outputs, write_summary, write_video_outputs
-        from worldstereo.io.image import save_image
-
         scene = self.require_scene()
         multi = len(videos) > 1
         video_paths, render_paths, per_video = [], [], []
@@ -736,10 +720,6 @@ class AppSession:
         """
         import json
 
-        from worldstereo.io.atomic import atomic_open
-        from worldstereo.io.output_folder import output_folder
-        from worldstereo.reconstruction import METHODS, reconstruct
-
         if method not in METHODS:
             raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
         if depth not in ("render", "model"):
@@ -774,8 +754,6 @@ class AppSession:
     def download_zip(self) -> Path:
         """Zip the session's results (``generation/``, ``reconstruction/``, the preview and the
         trajectory exports) into ``worldstereo-result.zip`` in the session folder, atomically."""
-        from worldstereo.io.atomic import atomic_write
-
         if self.reconstruction is None and self.generation is None:
             raise ValueError("download: nothing to download yet (generate, then reconstruct)")
         if self.scene is not None:

@@ -16,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from worldstereo.camera import PRESET_NAMES
+from worldstereo.camera import PRESET_NAMES, CameraTrajectory
+from worldstereo.geometry import PointCloud
 
 from .coverage_plot import coverage_summary, coverage_svg
 from .model import AppModels
@@ -97,7 +98,6 @@ def _scene_viewport(session: AppSession) -> dict[str, Any]:
     if session.keyframes:
         import torch
 
-        from worldstereo.camera import CameraTrajectory
 
         keys = CameraTrajectory(torch.stack(session.keyframes), session.condition_K(), session.height, session.width)
         groups.append(CameraGroup(keys, "#ffd400", f"keyframes ({len(session.keyframes)})", width=2.5,
@@ -112,8 +112,6 @@ def _result_viewport(session: AppSession) -> dict[str, Any]:
     if rec is None:
         return _empty_viewport()
     r = rec.reconstruction
-    from worldstereo.geometry import PointCloud
-
     if r.mesh is not None:
         import numpy as np
         import torch

@@ -40,6 +40,7 @@ from ..io import limits
 from ..io.atomic import atomic_open
 from ..io.errors import InputFileError, reading
 from ..io.files import finite_number, load_npz, number_array, read_json_file, read_text_file
+from ..io.image import open_image_file
 from .trajectory import TRAJECTORY_UNITS, CameraTrajectory, _OPENGL_FLIP
 
 __all__ = [
@@ -97,8 +98,6 @@ def _write_text(path: Any, text: str) -> None:
 
 
 def _image_size(image_path: Any) -> tuple[int, int]:
-    from ..io.image import open_image_file
-
     with open_image_file(image_path, "image_path") as im:
         w, h = im.size
     return int(h), int(w)

@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from worldstereo.devices import check_device
+from worldstereo.io.limits import MAX_CAMERAS, MAX_IMAGE_SIDE
 from .rotations import matrix_to_quaternion, quaternion_slerp, quaternion_to_matrix
+
+# .fit, .formats and .presets import this module, so the methods that delegate to them import them
+# when called (lazy: import cycle).
 
 __all__ = ["CameraTrajectory", "intrinsics_from_fov", "POSE_CONVENTIONS", "TRAJECTORY_UNITS"]
 
@@ -41,8 +46,6 @@ def _check_size(value: Any, name: str) -> int:
     """A positive integer image side (``height`` / ``width``, at most ``MAX_IMAGE_SIDE``) or frame
     count (``num_frames``, at most ``MAX_CAMERAS``): the bounds of :mod:`worldstereo.io.limits`,
     so that no size makes a trajectory (or what is rendered from it) allocate without bound."""
-    from worldstereo.io.limits import MAX_CAMERAS, MAX_IMAGE_SIDE
-
     limit = MAX_CAMERAS if name.endswith("frames") else MAX_IMAGE_SIDE
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
@@ -336,8 +339,6 @@ class CameraTrajectory:
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         if device is not None:
-            from worldstereo.devices import check_device
-
             device = check_device(device, "device")
         w2c = self.w2c.to(device=device, dtype=dtype)
         K = None if self.K is None else self.K.to(device=device, dtype=dtype)

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from worldstereo.commands import UsageError, bounded_int
+from worldstereo.commands.render import check_depth_model_spec
 
 __all__ = ["register", "run"]
 
@@ -66,7 +67,6 @@ def _check(args: argparse.Namespace) -> None:
     """Every check that needs no network and no weights (fast, before serving)."""
     import torch
 
-    from worldstereo.commands.render import check_depth_model_spec
 
     if not args.host.strip() or any(c.isspace() for c in args.host):
         raise UsageError(f"--host: expected an address such as 127.0.0.1, got {args.host!r}")

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from worldstereo import __version__
 from worldstereo.commands import (
     UsageError,
     add_fit_option,
@@ -46,7 +47,19 @@ from worldstereo.commands import (
     positive_float,
 )
 from worldstereo.commands.parallel_options import add_parallel_options, apply_parallel, parallel_device, wants_parallel
-from worldstereo.commands.render import MAX_FOV, MAX_FPS, MAX_FRAMES, MAX_SIDE
+from worldstereo.commands.render import (
+    MAX_FOV,
+    MAX_FPS,
+    MAX_FRAMES,
+    MAX_SIDE,
+    check_depth_model_spec,
+    check_trajectory_spec,
+    fit_to_cloud,
+    lift_condition_view,
+    resolve_trajectory,
+    working_size,
+    write_depths,
+)
 
 __all__ = [
     "register",
@@ -409,12 +422,6 @@ def prepare_generation(args: argparse.Namespace, specs: list[str]) -> Generation
     Raises:
         UsageError / FileNotFoundError / ValueError: bad input, naming the option.
     """
-    from worldstereo.commands.render import (
-        check_depth_model_spec,
-        check_trajectory_spec,
-        resolve_trajectory,
-        working_size,
-    )
     from worldstereo.io.image import load_image
 
     if args.out.exists() and not args.out.is_dir():
@@ -481,7 +488,6 @@ def _fit_trajectories(args: argparse.Namespace, specs: list[str], trajectories: 
                       model: Any) -> tuple[list[Any], list[float]]:
     """``--fit-trajectory``: every trajectory fitted to the condition view's point cloud, lifted at the
     generated size as the pipeline lifts it, with the model's renderer settings."""
-    from worldstereo.commands.render import fit_to_cloud, lift_condition_view
     from worldstereo.io.image import resize_image
 
     h, w = trajectories[0].height, trajectories[0].width
@@ -560,7 +566,6 @@ def write_video_outputs(out: Path, suffix: str, frames: Tensor, record: Any, tra
     """
     from worldstereo.io.video import write_video
 
-    from worldstereo.commands.render import write_depths
 
     files = {
         "video": f"video{suffix}.mp4",
@@ -610,7 +615,6 @@ def write_summary(out: Path, summary: dict[str, Any]) -> Path:
 
 def common_summary(args: argparse.Namespace, setup: GenerationSetup) -> dict[str, Any]:
     """The model / input part of ``summary.json``."""
-    from worldstereo import __version__
     from worldstereo.parallel import parallel_state
 
     state = parallel_state(setup.model)

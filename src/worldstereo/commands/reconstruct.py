@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from worldstereo.commands import UsageError, bounded_int, final_path, options_named, output_path, positive_float
+from worldstereo.commands.render import load_trajectory_file
 from worldstereo.errors import MissingPathError
 
 __all__ = ["OutputFolderVideo", "find_output_folder_videos", "load_cameras", "load_depth_input", "load_frames",
@@ -182,8 +183,6 @@ def load_cameras(path: Path, height: int, width: int) -> Any:
             if img.is_dir():
                 return read_worldmirror_cameras(path)[0]
             return read_worldmirror_cameras(path, height=height, width=width)[0]
-    from worldstereo.commands.render import load_trajectory_file
-
     return load_trajectory_file(path, image_size=(height, width), option="--cameras")
 
 

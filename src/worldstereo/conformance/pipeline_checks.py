@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from ..camera import CameraTrajectory
 from .results import CheckResult, compare, compare_exact
 
 __all__ = ["check_pipeline", "PipelineRecorder", "TOL_CONDITIONING", "TOL_LATENTS", "TOL_CAMERA"]
@@ -119,7 +120,7 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def _load_case_model(case_dir: Path) -> Any:
-    from ..models.worldstereo import WorldStereo
+    from ..models.worldstereo import WorldStereo  # lazy: model stack (ftfy, scipy)
 
     with _quiet_transformers():
         return WorldStereo.from_pretrained(case_dir, base_model=case_dir, torch_dtype=torch.float32, device="cpu")
@@ -133,8 +134,7 @@ def _to_frames(video: Tensor) -> Tensor:
 def run_pipeline_case(case_dir: Path, model: Any | None = None) -> tuple[PipelineRecorder, Tensor, Any]:
     """Run the inputs of a pipeline case through :func:`generate_video`; returns the recorder, the
     output video ``(F, 3, H, W)`` and the model."""
-    from ..camera import CameraTrajectory
-    from ..pipeline import generate_video
+    from ..pipeline import generate_video  # lazy: diffusers
 
     meta = _read_json(case_dir / "meta.json")
     inputs = load_file(str(case_dir / "inputs.safetensors"))

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from ..models.transformer import WorldStereoTransformer
 from ..sampling.dmd import DMDScheduler
 from ..sampling.loop import denoise
 from ..sampling.unipc import make_unipc_scheduler
@@ -108,8 +109,6 @@ def load_reference_transformer(model_weights: str | os.PathLike[str], model_conf
     for name, p in (("model_weights", weights), ("model_config", config)):
         if not p.is_file():
             raise FileNotFoundError(f"{name}: file {str(p)!r} does not exist")
-    from ..models.transformer import WorldStereoTransformer  # noqa: PLC0415  (heavy, optional at import)
-
     if weights.parent.resolve() == config.parent.resolve() and weights.name == "model.safetensors" \
             and config.name == "config.json":
         model = WorldStereoTransformer.from_reference_dir(weights.parent, torch_dtype=torch_dtype)

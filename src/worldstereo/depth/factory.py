@@ -14,6 +14,7 @@ from worldstereo.depth.base import DepthEstimator, DepthPrediction
 from worldstereo.depth.moge_backend import DEFAULT_MOGE_MODEL, MoGeDepthEstimator
 from worldstereo.depth.transformers_backend import DEFAULT_DEPTH_MODEL, TransformersDepthEstimator
 from worldstereo.depth.user import DEPTH_FILE_SUFFIXES, UserDepth
+from worldstereo.devices import check_device
 
 __all__ = ["DepthSource", "get_depth_estimator", "estimate_depth"]
 
@@ -41,8 +42,6 @@ def get_depth_estimator(spec: DepthSource = DEFAULT_DEPTH_MODEL, *, device: str 
         ImportError: MoGe requested but not installed.
     """
     if device is not None:
-        from worldstereo.devices import check_device
-
         device = check_device(device, "device")
     if isinstance(spec, (Tensor, np.ndarray)):
         return UserDepth(spec, **kwargs)

@@ -11,8 +11,10 @@ import torch
 from torch import Tensor
 
 from worldstereo.depth.base import DepthPrediction, normalize_median_depth
+from worldstereo.io.atomic import atomic_write
 from worldstereo.io.errors import InputFileError, reading
 from worldstereo.io.files import check_input_file, load_npy, load_npz
+from worldstereo.io.image import open_image_file
 
 __all__ = ["load_depth", "validate_depth", "save_depth_png16", "UserDepth", "DEPTH_FILE_SUFFIXES"]
 
@@ -131,8 +133,6 @@ def load_depth(path: str | os.PathLike[str], scale: float | None = None, *, name
                                  option=name)
         default_scale = 1.0
     elif suffix == ".png":
-        from worldstereo.io.image import open_image_file
-
         with open_image_file(p, name) as img:
             if img.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
                 raise InputFileError(p, f"PNG depth must be single-channel 16-bit (or 8-bit), got mode {img.mode!r}",
@@ -169,7 +169,6 @@ def save_depth_png16(path: str | os.PathLike[str], depth: Tensor, scale: float =
     """
     from PIL import Image
 
-    from worldstereo.io.atomic import atomic_write
 
     d = validate_depth(depth).double().cpu().numpy()
     q = np.rint(d / scale)

@@ -11,6 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..devices import check_device
+
+from ..io.errors import InputFileError
+
+from ..io.ply import read_ply, write_ply
+
 __all__ = ["PointCloud"]
 
 logger = logging.getLogger(__name__)
@@ -106,8 +112,6 @@ class PointCloud:
         """Copy of the cloud on ``device`` (self when already there)."""
         if device is None:
             return self
-        from ..devices import check_device
-
         if check_device(device, "device") == self.device:
             return self
         return PointCloud(self.xyz.to(device), self.rgb.to(device),
@@ -280,8 +284,6 @@ class PointCloud:
 
     def save_ply(self, path: str | os.PathLike[str]) -> None:
         """Write a binary little-endian PLY (xyz float32, uchar colours, normals if any), atomically."""
-        from ..io.ply import write_ply
-
         write_ply(path, self.xyz.detach().cpu().numpy(), self.rgb.detach().cpu().numpy(),
                   None if self.normals is None else self.normals.detach().cpu().numpy())
 
@@ -294,9 +296,6 @@ class PointCloud:
         else is refused (``InputFileError``), never wrapped or clipped. Files without colours give
         mid-grey points.
         """
-        from ..io.ply import read_ply
-
-        from ..io.errors import InputFileError
 
         data = read_ply(path)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -318,8 +317,6 @@ class PointCloud:
 
 def _ply_colors_to_unit(c: np.ndarray, path: Any) -> np.ndarray:
     """Colours as stored in a PLY file -> float32 (N,3) in [0,1] (see :meth:`PointCloud.load_ply`)."""
-    from ..io.errors import InputFileError
-
     if c.size == 0:
         return c.astype(np.float32)
     if np.issubdtype(c.dtype, np.integer):

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from worldstereo.io.limits import MAX_VIDEO_BYTES
 from .pointcloud import PointCloud
 from .projection import NEAR, pack_depth_keys, projection_matrices
 
@@ -153,8 +154,6 @@ def _check_common(points: PointCloud, height: int, width: int, point_radius: flo
 
 def _check_frames(frames: int, height: int, width: int) -> None:
     """The whole render (F x H x W pixels) must fit :data:`~worldstereo.io.limits.MAX_VIDEO_BYTES` as 8-bit RGB."""
-    from worldstereo.io.limits import MAX_VIDEO_BYTES
-
     if frames * height * width * 3 > MAX_VIDEO_BYTES:
         raise ValueError(f"w2c: {frames} frames of {height}x{width} pixels exceed the render budget of "
                          f"{MAX_VIDEO_BYTES} bytes of RGB (worldstereo.io.limits.MAX_VIDEO_BYTES); render fewer or "

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 from worldstereo.errors import MissingPathError, PathKindError
+from worldstereo.io.paths import as_path
 
 __all__ = ["atomic_write", "atomic_open"]
 
@@ -32,8 +33,6 @@ def atomic_write(path: str | os.PathLike[str], *, suffix: str | None = None) -> 
         PathKindError: ``path`` is an existing directory (an ``IsADirectoryError``).
         (both are also ``ValueError``: see :mod:`worldstereo.errors`)
     """
-    from worldstereo.io.paths import as_path
-
     final = as_path(path, "path")
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from worldstereo.errors import PathKindError
+
 __all__ = ["MAX_NAME_BYTES", "as_path", "ensure_folder", "sanitize_name", "unique_names", "safe_child", "safe_children",
            "is_inside"]
 
@@ -71,8 +73,6 @@ def ensure_folder(folder: Any, name: str = "out_dir") -> Path:
             ``ValueError``).
         ValueError: it cannot be created (permissions, read-only file system, name too long ...).
     """
-    from worldstereo.errors import PathKindError
-
     path = as_path(folder, name)
     if path.is_dir():
         return path

@@ -25,6 +25,7 @@ from ..camera.keyframes import sample_align_nframe
 from ..depth.align import align_depth_scale
 from ..geometry.lifting import lift_depth
 from ..geometry.pointcloud import PointCloud
+from ..geometry.render import render_point_cloud
 from ..io.image import rescale_intrinsics, resize_image
 from ..config_checks import check_bool, check_choice, check_float, check_int
 from ._cameras import per_frame_cameras
@@ -57,10 +58,6 @@ class GeometricRender:
 
 
 def _default_renderer(points: PointCloud, w2c: Tensor, K: Tensor, height: int, width: int, **kw: Any) -> Any:
-    try:
-        from ..geometry.render import render_point_cloud
-    except ImportError as exc:  # pragma: no cover - depends on the installation state
-        raise ImportError("GlobalGeometricMemory: worldstereo.geometry.render is unavailable; pass renderer=") from exc
     return render_point_cloud(points, w2c, K, height, width, **kw)
 
 

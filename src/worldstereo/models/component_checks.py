@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from worldstereo.config_checks import ConfigError, ConfigTypeError, check_int
+from worldstereo.config_checks import ConfigError, ConfigTypeError, check_int, read_json_file
+from worldstereo.models.checkpoint import CheckpointError, read_safetensors_specs
 
 __all__ = ["COMPONENT_LIMITS", "check_component_config", "check_component_size", "meta_component"]
 
@@ -122,9 +123,6 @@ def check_component_size(name: str, folder: Path) -> None:
     """
     if name not in COMPONENT_LIMITS:
         return
-    from worldstereo.config_checks import read_json_file
-    from worldstereo.models.checkpoint import CheckpointError, read_safetensors_specs
-
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         return  # the loader reports the missing file
@@ -158,7 +156,7 @@ def check_random_component(name: str, config: Mapping[str, Any], where: str) -> 
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise ConfigError(f"{where}: not a valid {name} config: {type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:300]}") from exc
-    from worldstereo.models.worldstereo import _physical_memory_bytes
+    from worldstereo.models.worldstereo import _physical_memory_bytes  # lazy: import cycle with .worldstereo
 
     available = _physical_memory_bytes()
     if available is not None and described * 4 > available:

@@ -61,6 +61,7 @@ from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, Wan
 from torch import Tensor, nn
 
 from .attention import AttentionProcessorBase, check_attention_backend, legacy_backend_name
+from .checkpoint import PICKLE_SUFFIXES, CheckpointError, load_transformer
 from .config import ControlNetConfig, WanBackboneConfig, WorldStereoConfig
 from .controlnet import WanXControlNet
 from .diffusers_checkpoint import CheckpointFolderMixin
@@ -297,8 +298,6 @@ class WorldStereoTransformer(CheckpointFolderMixin, ModelMixin, ConfigMixin, Att
                            device: torch.device | str = "cpu", allow_pickle: bool = False) -> "WorldStereoTransformer":
         """Load ``config.json`` + ``model.safetensors`` from a reference checkpoint sub-folder or a
         conformance case directory. See :func:`worldstereo.models.checkpoint.load_transformer`."""
-        from .checkpoint import load_transformer  # noqa: PLC0415  (avoid an import cycle)
-
         return load_transformer(directory, torch_dtype=torch_dtype, backbone_config=backbone_config, device=device,
                                 allow_pickle=allow_pickle)
 
@@ -316,8 +315,6 @@ class WorldStereoTransformer(CheckpointFolderMixin, ModelMixin, ConfigMixin, Att
           ``_keep_in_fp32_modules`` (reference policy: keep-fp32 backbone modules, ControlNet, camera
           MLP, ``ref_index_embedding``) are loaded in float32.
         """
-        from .checkpoint import CheckpointError, load_transformer  # noqa: PLC0415  (import cycle)
-
         folder = os.fspath(pretrained_model_name_or_path)
         if os.path.isdir(folder) and kwargs.get("subfolder") is None and _is_reference_folder(folder):
             allowed = {"torch_dtype", "device", "allow_pickle", "backbone_config"}
@@ -737,8 +734,6 @@ class WorldStereoTransformer(CheckpointFolderMixin, ModelMixin, ConfigMixin, Att
 def _is_reference_folder(folder: str | os.PathLike) -> bool:
     """A reference checkpoint sub-folder: ``config.json`` without diffusers' ``_class_name`` and
     ``model.safetensors`` (or a pickle file) instead of ``diffusion_pytorch_model.*``."""
-    from .checkpoint import PICKLE_SUFFIXES  # noqa: PLC0415  (import cycle)
-
     cfg = os.path.join(folder, "config.json")
     if not os.path.isfile(cfg):
         return False

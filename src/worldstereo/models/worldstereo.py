@@ -41,11 +41,22 @@ from worldstereo.config_checks import (
     check_int,
     check_str,
 )
+from worldstereo.devices import check_device
 from worldstereo.finite import all_finite, count_nonfinite
+from worldstereo.io.paths import as_path
 from worldstereo.memory.limits import MEMORY_CONFIG_LIMITS as _MEMORY_LIMITS
 from worldstereo.models import conditioning as _cond
 from worldstereo.models import vae as _vae
+from worldstereo.models.checkpoint import (
+    check_finite,
+    find_weights_file,
+    load_transformer,
+    meta_transformer,
+    save_file_of_transformer,
+    weight_file_specs,
+)
 from worldstereo.models.checkpoint_folder import CheckpointError, folder_state, owning_folder, write_checkpoint_folder
+from worldstereo.models.component_checks import check_component_size, check_random_component
 from worldstereo.models.config import MODEL_TYPES, WanBackboneConfig, WorldStereoConfig
 from worldstereo.models.loading import (
     FORMAT_NAME,
@@ -172,8 +183,6 @@ def _random_component(name: str, cfg: Mapping[str, Any]) -> Any:
     if not isinstance(cfg, Mapping):
         raise TypeError(f"vdm_config['{name}']: expected a dict of constructor arguments, got {type(cfg).__name__}")
     kw = _clean_kwargs(cfg)
-    from worldstereo.models.component_checks import check_random_component
-
     check_random_component(name, kw, f"vdm_config['{name}']")
     if name == "vae":
         from diffusers import AutoencoderKLWan
@@ -220,9 +229,6 @@ def _load_component(name: str, root: Path, torch_dtype: torch.dtype) -> Any:
             diffusers / transformers loader (malformed config or weights, missing weight file), naming
             the component folder, or a weight with NaN/inf values (naming it).
     """
-    from worldstereo.models.checkpoint import check_finite
-
-    from worldstereo.models.component_checks import check_component_size
 
     folder = root / name
     if not folder.is_dir():
@@ -282,7 +288,7 @@ def _read_component(name: str, folder: Path, torch_dtype: torch.dtype) -> Any:
 
 def _make_scheduler(config: WorldStereoConfig, scheduler_config: Mapping[str, Any] | None) -> Any:
     """UniPC flow scheduler (camera/memory) or DMD scheduler (-dmd) from the configs."""
-    from worldstereo.sampling import DMDScheduler, make_unipc_scheduler
+    from worldstereo.sampling import DMDScheduler, make_unipc_scheduler  # lazy: diffusers
 
     if config.is_dmd:
         return DMDScheduler(start_timesteps=config.dmd_start_steps, num_train_timesteps=config.dmd_end_steps,
@@ -342,7 +348,7 @@ class WorldStereo(nn.Module):
             backbone = WanBackboneConfig.from_dict(read_json(base_dir / "transformer" / "config.json"))
         config = WorldStereoConfig.from_dict(ref_cfg, backbone_config=backbone)
 
-        from worldstereo.models.transformer import WorldStereoTransformer
+        from worldstereo.models.transformer import WorldStereoTransformer  # lazy: diffusers
 
         tok_cfg = vdm_config.get("tokenizer")
         if tok_cfg is not None and not isinstance(tok_cfg, (str, os.PathLike)):
@@ -446,7 +452,7 @@ class WorldStereo(nn.Module):
 
     def make_scheduler(self) -> Any:
         """A fresh scheduler of the same configuration as ``self.scheduler`` (schedulers are stateful)."""
-        from worldstereo.sampling import DMDScheduler, make_unipc_scheduler
+        from worldstereo.sampling import DMDScheduler, make_unipc_scheduler  # lazy: diffusers
 
         if isinstance(self.scheduler, DMDScheduler):
             return DMDScheduler.from_dict(self.scheduler.config)
@@ -522,8 +528,6 @@ class WorldStereo(nn.Module):
             ValueError: ``folder`` is an existing file, or a file of the checkpoint would have to
                 replace a directory or be written through a symbolic link.
         """
-        from worldstereo.io.paths import as_path
-
         target = as_path(folder, "folder").expanduser()
         write_checkpoint_folder(target, self._write_files)
         logger.info("Saved %s model to %s", self.variant, target)
@@ -531,8 +535,6 @@ class WorldStereo(nn.Module):
 
     def _write_files(self, out: Path) -> None:
         """Write every file of the checkpoint into the empty folder ``out``."""
-        from worldstereo.models.checkpoint import save_file_of_transformer
-
         save_file_of_transformer(self.transformer, out)  # config.json + model.safetensors
         self.vae.save_pretrained(out / "vae", safe_serialization=True)
         self.text_encoder.save_pretrained(out / "text_encoder")
@@ -595,8 +597,6 @@ class WorldStereo(nn.Module):
         check_bool("local_files_only", local_files_only)
         check_bool("allow_pickle", allow_pickle)
         if device is not None:
-            from worldstereo.devices import check_device
-
             device = check_device(device, "device")
         resolved = resolve_checkpoint(name_or_path, variant, local_files_only=local_files_only,
                                       allow_pickle=allow_pickle)
@@ -678,8 +678,6 @@ def _physical_memory_bytes() -> int | None:
 def _check_fits_in_memory(config: WorldStereoConfig) -> None:
     """A randomly initialised transformer is built in float32 on the CPU: count its parameters on
     the ``meta`` device first and refuse a config that cannot fit in this machine's memory."""
-    from worldstereo.models.checkpoint import meta_transformer
-
     needed = sum(t.numel() * 4 for t in meta_transformer(config).state_dict().values())
     available = _physical_memory_bytes()
     if available is not None and needed > available:
@@ -690,8 +688,6 @@ def _check_fits_in_memory(config: WorldStereoConfig) -> None:
 def _checkpoint_lacks_weights(directory: Path, config: WorldStereoConfig, allow_pickle: bool) -> bool:
     """Whether the checkpoint of ``directory`` lacks some of the transformer's weights (read from the
     safetensors header only; False for formats without a header)."""
-    from worldstereo.models.checkpoint import find_weights_file, meta_transformer, weight_file_specs
-
     present = weight_file_specs(find_weights_file(directory, allow_pickle=allow_pickle))
     if present is None:
         return False
@@ -704,8 +700,6 @@ def _load_transformer(directory: Path, backbone: WanBackboneConfig | None, dtype
     unexpected or mis-shaped keys raise :class:`~worldstereo.models.checkpoint.CheckpointError`);
     weights the checkpoint lacks come from ``base_transformer`` (the base Wan transformer), as in
     the reference."""
-    from worldstereo.models.checkpoint import load_transformer
-
     return load_transformer(directory, torch_dtype=dtype, backbone_config=backbone, device="cpu",
                             allow_pickle=allow_pickle, base_transformer=base_transformer)
 

@@ -22,12 +22,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from worldstereo.config_checks import check_float, check_int
+from worldstereo.depth.user import MAX_DEPTH, MIN_USABLE_DEPTH
 from worldstereo.geometry.pointcloud import PointCloud
 from worldstereo.geometry.render import render_point_cloud
 
 from ._common import CameraArrays, camera_arrays, frames_per_chunk, to_tensor
+from .export import save_reconstruction
 from .fusion import estimate_normals, fuse_depth_maps
+from .mesh import mesh_from_tsdf, poisson_mesh, tsdf_fusion
 from .metrics import METRIC_CHUNK_PIXELS, masked_psnr, psnr_batch, reprojection_psnr, ssim_batch
+from .neural_field import GaussianField
 
 __all__ = ["METHODS", "Reconstruction", "reconstruct"]
 
@@ -87,8 +92,6 @@ class Reconstruction(Mapping[str, Any]):
 
     def point_cloud(self) -> Any:
         """The points as a ``worldstereo.geometry.PointCloud``."""
-        from worldstereo.geometry import PointCloud
-
         return PointCloud(xyz=self.points, rgb=self.colors, normals=self.normals)
 
     def save(self, out_dir: Any, *, formats: tuple[str, ...] | None = None, frames: Any = None) -> dict[str, Any]:
@@ -96,8 +99,6 @@ class Reconstruction(Mapping[str, Any]):
 
         See :func:`worldstereo.reconstruction.export.save_reconstruction`.
         """
-        from .export import save_reconstruction
-
         return save_reconstruction(self, out_dir, formats=formats, frames=frames)
 
 
@@ -144,8 +145,6 @@ _FIELD_FIT_OPTIONS = {"lr_means": ("float?", 1e-12, 1e3), "lr_color": ("float", 
 
 def _check_field_kwargs(field_kwargs: dict[str, Any]) -> None:
     """Every ``field_kwargs`` option known and within its range (before any work)."""
-    from worldstereo.config_checks import check_float, check_int
-
     def check(where: str, options: dict[str, Any], table: dict[str, tuple[str, float, float]]) -> None:
         for key, value in options.items():
             if key not in table:
@@ -221,8 +220,6 @@ def _resolve_depth(depth: Any, frames: Tensor, progress: bool) -> tuple[Tensor, 
         d = torch.nn.functional.interpolate(t_d, size=(H, W), mode="nearest-exact")[:, 0]
         valid = torch.nn.functional.interpolate(t_v, size=(H, W), mode="nearest-exact")[:, 0] > 0.5
     valid = valid & torch.isfinite(d) & (d > 0)
-    from worldstereo.depth.user import MAX_DEPTH, MIN_USABLE_DEPTH
-
     if not bool(valid.any()):
         raise ValueError("depth: no valid (finite, positive) depth in any frame; nothing to reconstruct")
     top = float(d[valid].max())
@@ -332,12 +329,8 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
     metrics: dict[str, float] = {}
     if method == "mesh":
         if mesh_method == "poisson":
-            from .mesh import poisson_mesh
-
             mesh = poisson_mesh(xyz, rgb, normals)
         else:
-            from .mesh import mesh_from_tsdf, tsdf_fusion
-
             lo, hi = xyz.min(0).values, xyz.max(0).values
             fv = voxel_size if voxel_size is not None else float(torch.linalg.vector_norm(hi - lo)) * 0.0025
             mv = mesh_voxel_size if mesh_voxel_size is not None else 2.0 * fv
@@ -348,8 +341,6 @@ def reconstruct(frames: Any, trajectory: Any, method: str = "point_cloud", depth
         metrics["num_vertices"] = float(len(mesh.vertices))
         metrics["num_faces"] = float(len(mesh.faces))
     elif method == "neural_field":
-        from .neural_field import GaussianField
-
         field_obj = GaussianField.from_points(xyz, rgb, **{"device": dev, **(field_kwargs or {}).get("init", {})})
         train_kw = {k: v for k, v in (field_kwargs or {}).items() if k != "init"}
         field_obj.fit(F, cams, iterations=field_iterations, progress=progress, **train_kw)

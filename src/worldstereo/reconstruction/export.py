@@ -43,9 +43,12 @@ from worldstereo.io import limits
 from worldstereo.io.atomic import atomic_write
 from worldstereo.io.errors import InputFileError, reading
 from worldstereo.io.files import finite_matrix, finite_number, read_json_file, read_text_file
+from worldstereo.io.image import open_image_file
 from worldstereo.io.paths import as_path, ensure_folder, safe_child, unique_names
+from worldstereo.io.ply import write_ply
 
 from ._common import CameraArrays, camera_arrays, to_numpy
+from .viewer import write_viewer
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -117,8 +120,6 @@ def _finite_points(x: Any, name: str, n: int | None = None, *, unit: bool = Fals
 
 def write_points_ply(path: str | os.PathLike[str], xyz: Any, rgb: Any = None, normals: Any = None) -> Path:
     """Write a coloured point cloud (xyz (N,3), rgb (N,3) [0,1], normals (N,3)) as binary PLY."""
-    from worldstereo.io.ply import write_ply
-
     p = as_path(path, "path")
     ensure_folder(p.parent, "path")
     write_ply(p, to_numpy(xyz, np.float32), None if rgb is None else to_numpy(rgb, np.float32),
@@ -137,8 +138,6 @@ def write_gaussians_ply(path: str | os.PathLike[str], means: Any, rgb: Any, opac
         sh_degree: number of SH bands of the layout; ``f_rest_*`` holds 3 * ((deg+1)^2 - 1) values
             (zeros unless ``sh_rest`` (N, 3*((deg+1)^2-1)) is given, channel-major as in 3DGS).
     """
-    from worldstereo.io.ply import write_ply
-
     mu = to_numpy(means, np.float32)
     n = mu.shape[0]
     col = to_numpy(rgb, np.float32).reshape(n, 3)
@@ -524,8 +523,6 @@ def read_worldmirror_cameras(path: str | os.PathLike[str], *, height: int | None
                 raise InputFileError(p, str(exc), field="extrinsics[0].camera_id") from None
             if not img.exists():
                 raise InputFileError(p, f"pass height/width (no {img} to read the image size from)")
-            from worldstereo.io.image import open_image_file
-
             with open_image_file(img, "image") as im:
                 width, height = im.size
         w2c = np.stack([_rigid_inverse(ext[i], f"camera {i!r}", p) for i in ids])
@@ -607,7 +604,5 @@ def save_reconstruction(rec: Any, out_dir: str | os.PathLike[str], *, formats: S
         elif fmt == "worldmirror":
             written[fmt] = write_worldmirror(safe_child(out, "worldmirror", is_folder=True), rec.cameras, frames)
         elif fmt == "viewer":
-            from .viewer import write_viewer
-
             written[fmt] = write_viewer(safe_child(out, "viewer.html"), rec)
     return written

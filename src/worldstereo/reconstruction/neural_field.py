@@ -30,6 +30,9 @@ from worldstereo.geometry.neighbors import knn_points
 from worldstereo.geometry.projection import project_points
 
 from ._common import CameraArrays, camera_arrays, median, to_tensor
+from .export import write_gaussians_ply
+from .fusion import voxel_down_sample
+from .mesh import mesh_from_tsdf, tsdf_fusion
 
 __all__ = ["GaussianField", "rasterize_gaussians"]
 
@@ -146,8 +149,6 @@ class GaussianField:
         distance to the ``k`` nearest neighbours, opacity ``opacity``. Clouds larger than
         ``max_points`` are first voxel-down-sampled (voxel grown by 1.2x until they fit), which keeps
         the surfaces covered (unlike random sub-sampling)."""
-        from .fusion import voxel_down_sample
-
         P = to_tensor(xyz)
         C = to_tensor(rgb, device=P.device)
         if P.dim() != 2 or P.shape[1] != 3 or P.shape[0] < 2 or C.shape != P.shape:
@@ -256,8 +257,6 @@ class GaussianField:
 
     def save_ply(self, path: str | os.PathLike[str]) -> Path:
         """Write the Gaussians in the standard 3DGS PLY layout (isotropic: scale_0..2 equal)."""
-        from .export import write_gaussians_ply
-
         with torch.no_grad():
             return write_gaussians_ply(path, self.means.cpu(), torch.sigmoid(self.color_logits).cpu(),
                                        torch.sigmoid(self.opacity_logits).cpu(), torch.exp(self.log_sigmas).cpu())
@@ -265,8 +264,6 @@ class GaussianField:
     def to_mesh(self, cameras: Any, *, voxel_size: float | None = None, min_alpha: float = 0.5) -> Any:
         """Extract a mesh: render depth from every camera of ``cameras`` and run TSDF fusion +
         marching cubes on it. Returns a ``trimesh.Trimesh``."""
-        from .mesh import mesh_from_tsdf, tsdf_fusion
-
         cams = camera_arrays(cameras, name="cameras", device=self.device)
         imgs, deps = [], []
         for t in range(len(cams)):

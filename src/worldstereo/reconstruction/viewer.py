@@ -128,7 +128,7 @@ def viewer_html(points: Any, colors: Any, cameras: Any = None, *, title: str = "
 
 def write_viewer(path: str | os.PathLike[str], rec: Any, *, max_points: int = 60000) -> Path:
     """Write the viewer page of a Reconstruction (points, or mesh vertices) to ``path`` atomically."""
-    from .export import as_reconstruction
+    from .export import as_reconstruction  # lazy: import cycle with .export
 
     rec = as_reconstruction(rec)
     if getattr(rec, "mesh", None) is not None:
