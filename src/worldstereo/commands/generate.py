@@ -506,6 +506,8 @@ def _fit_trajectories(args: argparse.Namespace, specs: list[str], trajectories: 
 
 def load_model(args: argparse.Namespace, device: str, dtype_name: str) -> tuple[Any, float]:
     """Load ``--model`` (``--variant``) on ``device`` in ``dtype_name``; returns ``(model, seconds)``.
+    ``device`` / ``dtype_name`` come from :func:`resolve_run_device`, which has checked ``--memory-tier`` /
+    ``--vram`` against the device.
 
     Raises:
         UsageError: the checkpoint cannot be loaded (message names ``--model``).
@@ -514,7 +516,6 @@ def load_model(args: argparse.Namespace, device: str, dtype_name: str) -> tuple[
 
     from worldstereo.models.worldstereo import WorldStereo
 
-    _check_memory_options(args, device)
     t0 = time.perf_counter()
     logger.info("loading %s%s on %s (%s)", args.model, f" [{args.variant}]" if args.variant else "", device,
                 dtype_name)
