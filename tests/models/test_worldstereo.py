@@ -480,8 +480,8 @@ def test_saved_memory_config_is_validated_before_loading_weights(saved, tmp_path
 
 
 def test_random_model_larger_than_memory_is_refused_before_allocation(monkeypatch):
-    import worldstereo.models.worldstereo as ws_module
+    import worldstereo.models.component_checks as component_checks
 
-    monkeypatch.setattr(ws_module, "_physical_memory_bytes", lambda: 10_000)
+    monkeypatch.setattr(component_checks, "physical_memory_bytes", lambda: 10_000)
     with pytest.raises(ValueError, match=r"vdm_config\['(transformer|vae|text_encoder|image_encoder)'\]: the config describes a \w+ of"):
         WorldStereo(vdm_config=tiny_vdm_config("worldstereo-camera"), components={"tokenizer": tiny_tokenizer()})

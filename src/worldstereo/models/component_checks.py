@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import torch
 from worldstereo.config_checks import ConfigError, ConfigTypeError, check_int, read_json_file
 from worldstereo.models.checkpoint import CheckpointError, read_safetensors_specs
 
-__all__ = ["COMPONENT_LIMITS", "check_component_config", "check_component_size", "meta_component"]
+__all__ = ["COMPONENT_LIMITS", "check_component_config", "check_component_size", "check_fits_in_memory",
+           "meta_component", "physical_memory_bytes"]
 
 #: Inclusive bounds of the size fields of each component config (Wan2.1-I2V-14B in the comment).
 COMPONENT_LIMITS: dict[str, dict[str, tuple[int, int]]] = {
@@ -156,9 +158,21 @@ def check_random_component(name: str, config: Mapping[str, Any], where: str) -> 
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise ConfigError(f"{where}: not a valid {name} config: {type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:300]}") from exc
-    from worldstereo.models.worldstereo import _physical_memory_bytes  # lazy: import cycle with .worldstereo
+    check_fits_in_memory(described, name, where)
 
-    available = _physical_memory_bytes()
-    if available is not None and described * 4 > available:
-        raise ConfigError(f"{where}: the config describes a {name} of {described * 4 / 1e9:.1f} GB (float32), more "
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say, e.g. Windows)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(parameters: int, name: str, where: str) -> None:
+    """Refuse a component of ``parameters`` float32 parameters that cannot fit in this machine's
+    memory, before it is built (``where``: the config field, for the message)."""
+    available = physical_memory_bytes()
+    if available is not None and parameters * 4 > available:
+        raise ConfigError(f"{where}: the config describes a {name} of {parameters * 4 / 1e9:.1f} GB (float32), more "
                           f"than this machine's {available / 1e9:.1f} GB of memory")

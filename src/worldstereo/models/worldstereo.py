@@ -56,7 +56,7 @@ from worldstereo.models.checkpoint import (
     weight_file_specs,
 )
 from worldstereo.models.checkpoint_folder import CheckpointError, folder_state, owning_folder, write_checkpoint_folder
-from worldstereo.models.component_checks import check_component_size, check_random_component
+from worldstereo.models.component_checks import check_component_size, check_fits_in_memory, check_random_component
 from worldstereo.models.config import MODEL_TYPES, WanBackboneConfig, WorldStereoConfig
 from worldstereo.models.loading import (
     FORMAT_NAME,
@@ -668,21 +668,11 @@ def _with_file_name(path: Path, build: Any) -> Any:
         raise type(exc)(f"{str(path)!r}: {exc}") from exc
 
 
-def _physical_memory_bytes() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):  # not available (Windows)
-        return None
-
-
 def _check_fits_in_memory(config: WorldStereoConfig) -> None:
     """A randomly initialised transformer is built in float32 on the CPU: count its parameters on
     the ``meta`` device first and refuse a config that cannot fit in this machine's memory."""
-    needed = sum(t.numel() * 4 for t in meta_transformer(config).state_dict().values())
-    available = _physical_memory_bytes()
-    if available is not None and needed > available:
-        raise ConfigError(f"vdm_config['transformer']: the config describes a transformer of {needed / 1e9:.1f} GB "
-                          f"(float32), more than this machine's {available / 1e9:.1f} GB of memory")
+    parameters = sum(t.numel() for t in meta_transformer(config).state_dict().values())
+    check_fits_in_memory(parameters, "transformer", "vdm_config['transformer']")
 
 
 def _checkpoint_lacks_weights(directory: Path, config: WorldStereoConfig, allow_pickle: bool) -> bool:
