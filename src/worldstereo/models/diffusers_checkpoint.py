@@ -23,26 +23,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from worldstereo.finite import all_finite, count_nonfinite
-
-from .checkpoint_folder import CheckpointError, write_checkpoint_folder
+from .checkpoint import check_finite
+from .checkpoint_folder import write_checkpoint_folder
 
 __all__ = ["CheckpointFolderMixin", "check_module_finite"]
 
 
 def check_module_finite(module: nn.Module, source: str) -> None:
-    """Raise :class:`~worldstereo.models.checkpoint_folder.CheckpointError` naming the first
-    parameter or buffer of ``module`` that holds NaN or ±inf (``source``: where it was loaded from).
+    """Raise :class:`~worldstereo.models.checkpoint_folder.CheckpointError` (see
+    :func:`~worldstereo.models.checkpoint.check_finite`) naming the first parameter or buffer of
+    ``module`` that holds NaN or ±inf (``source``: where it was loaded from).
     Plain tensors are checked; tensor subclasses of quantization libraries are not."""
     for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
         data = tensor.detach()
         if data.device.type == "meta" or type(data) is not torch.Tensor:  # quantized tensor subclasses: not checked
             continue
-        if all_finite(data):
-            continue
-        nan, inf = count_nonfinite(data)
-        raise CheckpointError(f"{source}: tensor {name!r} contains non-finite values ({nan} NaN and {inf} infinite of "
-                              f"{tensor.numel()}); refusing to load it")
+        check_finite(data, name, source)
 
 
 class CheckpointFolderMixin:
