@@ -80,11 +80,13 @@ def test_a_command_on_a_full_disk_keeps_the_previous_result(small_disk, tmp_path
     assert sorted(p.name for p in folder.iterdir()) == ["demo"]  # no staging folder left behind
 
 
-def test_save_pretrained_on_a_full_disk_raises_and_leaves_nothing(small_disk):
+@pytest.mark.parametrize("saved", ["model", "model.transformer"])  # our layout; diffusers' format
+def test_save_pretrained_on_a_full_disk_raises_and_leaves_nothing(small_disk, saved):
     folder, preexec = small_disk
     target = folder / "ckpt"
     script = ("import sys, torch\ntorch.set_num_threads(1)\nfrom worldstereo.testing import tiny_model\n"
-              "try:\n    tiny_model('worldstereo-camera').save_pretrained(sys.argv[1])\n"
+              "model = tiny_model('worldstereo-camera')\n"
+              f"try:\n    {saved}.save_pretrained(sys.argv[1])\n"
               "except OSError as exc:\n    print('OSError', exc.errno, exc.filename); sys.exit(3)\n")
     res = subprocess.run([sys.executable, "-c", script, str(target)], env=ENV, capture_output=True, text=True,
                          preexec_fn=preexec, timeout=600)

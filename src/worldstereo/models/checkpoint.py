@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
@@ -578,21 +577,10 @@ def _base_weights_file(config_dict: Mapping[str, Any], base_transformer: str | o
 
 def save_file_of_transformer(model: Any, directory: Path) -> None:
     """Write ``config.json`` + ``model.safetensors`` of ``model`` into the existing folder
-    ``directory`` (no transaction: the caller writes into a staging folder).
-
-    Raises:
-        OSError: the file cannot be written (``errno.ENOSPC`` on a full disk), naming the file.
-    """
+    ``directory`` (no transaction: the caller writes into a staging folder; a write failure of
+    safetensors becomes an ``OSError`` in :func:`~worldstereo.models.checkpoint_folder.write_checkpoint_folder`)."""
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    path = directory / "model.safetensors"
-    try:
-        save_file(sd, str(path), metadata={"format": "pt"})
-    except SafetensorError as exc:  # an I/O failure (a full disk) surfaces as an OSError with its errno
-        match = re.search(r"os error (\d+)", str(exc))
-        if match is None:
-            raise
-        code = int(match.group(1))
-        raise OSError(code, os.strerror(code), str(path)) from exc
+    save_file(sd, str(directory / "model.safetensors"), metadata={"format": "pt"})
     del sd
     model.worldstereo_config.to_json_file(directory / "config.json")  # the reference schema
 

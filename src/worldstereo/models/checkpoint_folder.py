@@ -45,6 +45,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from safetensors import SafetensorError
+
 from worldstereo.config_checks import read_json_file
 from worldstereo.io.paths import as_path, ensure_folder
 
@@ -400,7 +402,8 @@ def write_checkpoint_folder(folder: str | os.PathLike, writer: Callable[[Path], 
         TypeError / ValueError: ``folder`` is not a path, is empty, or is (or lies under) an existing
             file (:class:`~worldstereo.errors.PathKindError`); CheckpointError: a file would land outside ``folder``
             or replace a directory (checked before the commit point); whatever ``writer`` raises
-            (the folder is then unchanged and the staging copy removed).
+            (the folder is then unchanged and the staging copy removed), except that an I/O failure
+            reported by safetensors (a full disk) is raised as an ``OSError`` with its errno, naming ``folder``.
     """
     folder = ensure_folder(Path(as_path(folder, "folder")).expanduser(), "folder")
     recover_folder(folder)
@@ -412,7 +415,14 @@ def write_checkpoint_folder(folder: str | os.PathLike, writer: Callable[[Path], 
     staging = folder / f"{_PARTIAL}{save_id}"
     staging.mkdir()
     try:
-        writer(staging)
+        try:
+            writer(staging)
+        except SafetensorError as exc:  # an I/O failure (a full disk) surfaces as an OSError with its errno
+            match = re.search(r"os error (\d+)", str(exc))
+            if match is None:
+                raise
+            code = int(match.group(1))
+            raise OSError(code, os.strerror(code), str(folder)) from exc
         if (staging / MANIFEST_FILE).exists():
             raise CheckpointError(f"writer: must not write {MANIFEST_FILE}")
         files = _list_files(staging)
